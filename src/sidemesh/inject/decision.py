@@ -1,0 +1,113 @@
+"""Should this pod get a sidecar, and why — the injector's server-side policy.
+
+This runs after the API server has already chosen the webhook (see `webhooks`); namespace
+labels are never read here, exactly as in Istio. Every answer carries a stable code and a
+reason written for the person who has to act on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sidemesh.api import names
+from sidemesh.api.config import InjectorConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    inject: bool
+    code: str
+    reason: str
+    warnings: tuple[str, ...] = ()
+
+
+def _str_map(value: Any) -> Mapping[str, str]:
+    return value if isinstance(value, dict) else {}
+
+
+def pod_labels(pod: Mapping[str, Any]) -> Mapping[str, str]:
+    return _str_map(_str_map(pod.get("metadata")).get("labels"))
+
+
+def pod_annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
+    return _str_map(_str_map(pod.get("metadata")).get("annotations"))
+
+
+def should_inject(
+    pod: Mapping[str, Any],
+    namespace: str,
+    config: InjectorConfig,
+    *,
+    manual: bool = False,
+) -> Decision:
+    """Istio's order: hostNetwork, ignored namespaces, the explicit label (over the deprecated
+    annotation), never/always selectors, then the injector policy.
+
+    `manual` is kube-inject: policy `enabled` and no selectors, so only an explicit `false` or
+    hostNetwork keeps the sidecar out.
+    """
+    spec = _str_map(pod.get("spec"))
+    if spec.get("hostNetwork") is True:
+        return Decision(False, "host-network", "pod uses hostNetwork; a sidecar cannot capture its traffic")
+    if not manual and namespace in names.IGNORED_NAMESPACES:
+        return Decision(False, "ignored-namespace", f"namespace {namespace} is never injected")
+
+    labels = pod_labels(pod)
+    annotations = pod_annotations(pod)
+    warnings: list[str] = []
+    label_value = labels.get(names.LABEL_INJECT)
+    annotation_value = annotations.get(names.ANNOTATION_INJECT)
+    if label_value is not None:
+        explicit, source = label_value, f"label {names.LABEL_INJECT}={label_value}"
+        if annotation_value is not None and annotation_value != label_value:
+            warnings.append(
+                f"annotation {names.ANNOTATION_INJECT}={annotation_value} is ignored: "
+                f"the label {names.LABEL_INJECT}={label_value} wins"
+            )
+    elif annotation_value is not None:
+        explicit, source = annotation_value, f"annotation {names.ANNOTATION_INJECT}={annotation_value}"
+        warnings.append(
+            f"annotation {names.ANNOTATION_INJECT} is deprecated; use the pod label "
+            f"{names.LABEL_INJECT} (the annotation cannot make the API server call the webhook)"
+        )
+    else:
+        explicit, source = None, ""
+
+    if explicit == "true":
+        return Decision(True, "pod-opt-in", f"{source} requests injection", tuple(warnings))
+    if explicit == "false":
+        return Decision(False, "pod-opt-out", f"{source} opts the pod out", tuple(warnings))
+    if explicit is not None:
+        warnings.append(
+            f"{source} is neither \"true\" nor \"false\" and is ignored; the injector default applies"
+        )
+
+    if manual:
+        return Decision(True, "manual", "kube-inject injects unless the pod opts out", tuple(warnings))
+
+    for position, never in enumerate(config.never_inject_selector):
+        if never.matches(labels):
+            return Decision(
+                False,
+                "never-inject-selector",
+                f"pod labels match neverInjectSelector[{position}] ({never.describe()})",
+                tuple(warnings),
+            )
+    for position, always in enumerate(config.always_inject_selector):
+        if always.matches(labels):
+            return Decision(
+                True,
+                "always-inject-selector",
+                f"pod labels match alwaysInjectSelector[{position}] ({always.describe()})",
+                tuple(warnings),
+            )
+    if config.policy == "enabled":
+        return Decision(True, "policy-enabled", "injector policy is enabled", tuple(warnings))
+    return Decision(
+        False,
+        "policy-disabled",
+        f"injector policy is disabled and the pod does not set {names.LABEL_INJECT}=true",
+        tuple(warnings),
+    )

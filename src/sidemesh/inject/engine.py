@@ -1,0 +1,217 @@
+"""The injector: one object per revision holding parsed configuration and compiled templates.
+
+`inject` is the pure transformation (pod in, injected pod out); `admit` wraps it in the
+server-side decision and the JSON patch and never raises: any failure becomes a denied
+Outcome whose reason names what to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sidemesh.api import names
+from sidemesh.api.config import load_injector_config, load_injector_values, load_mesh_config
+from sidemesh.inject.annotations import InvalidAnnotation
+from sidemesh.inject.context import build_context
+from sidemesh.inject.decision import Decision, pod_annotations, should_inject
+from sidemesh.inject.merge import apply_template, reorder
+from sidemesh.inject.outcome import Outcome
+from sidemesh.inject.params import InjectionParams, read_params
+from sidemesh.inject.patch import encode_patch
+from sidemesh.inject.probes import rewrite_probes
+from sidemesh.inject.prometheus import merge_annotations
+from sidemesh.inject.settings import InjectorSettings
+from sidemesh.inject.status import injected_names, status_annotation, uninject
+from sidemesh.inject.template import TemplateError, TemplateSet
+
+log = logging.getLogger(__name__)
+
+__all__ = ["InjectionError", "Injector", "InjectorSettings"]
+
+
+class InjectionError(Exception):
+    """The pod cannot be injected as it is; the message says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_pod_shape(pod: Any) -> None:
+    """Enough structure to inject safely; the API server guarantees it, other callers may not."""
+    if not isinstance(pod, dict):
+        raise InjectionError("malformed-pod", "the object is not a JSON object")
+    metadata = pod.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise InjectionError("malformed-pod", "metadata is not an object")
+    for field in ("labels", "annotations"):
+        value = metadata.get(field)
+        if value is not None and not (
+            isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        ):
+            raise InjectionError("malformed-pod", f"metadata.{field} is not a map of strings")
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        raise InjectionError("malformed-pod", "spec is missing or not an object")
+    for field in ("containers", "initContainers", "volumes"):
+        items = spec.get(field)
+        if items is None:
+            continue
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("name"), str) for i in items
+        ):
+            raise InjectionError("malformed-pod", f"spec.{field} must be a list of named objects")
+    if not spec.get("containers"):
+        raise InjectionError("malformed-pod", "spec.containers is empty")
+
+
+class Injector:
+    def __init__(self, settings: InjectorSettings | None = None) -> None:
+        self.settings = settings or InjectorSettings()
+        self.templates = TemplateSet(self.settings.config.templates)
+
+    @property
+    def revision(self) -> str:
+        return self.settings.revision
+
+    @classmethod
+    def from_files(
+        cls,
+        *,
+        revision: str = "default",
+        injector_config: Path | None = None,
+        mesh_config: Path | None = None,
+        values: Path | None = None,
+    ) -> Injector:
+        """Raises ConfigError (naming the file) or TemplateError (naming the template)."""
+        return cls(
+            InjectorSettings(
+                revision=revision,
+                config=load_injector_config(injector_config),
+                values=load_injector_values(values),
+                mesh=load_mesh_config(mesh_config),
+            )
+        )
+
+    def decide(self, pod: dict[str, Any], namespace: str, *, manual: bool = False) -> Decision:
+        return should_inject(pod, namespace, self.settings.config, manual=manual)
+
+    def params(self, pod: dict[str, Any]) -> InjectionParams:
+        return read_params(
+            pod_annotations(pod),
+            values=self.settings.values,
+            mesh=self.settings.mesh,
+            default_templates=self.settings.config.default_templates,
+        )
+
+    def inject(
+        self,
+        pod: dict[str, Any],
+        namespace: str,
+        *,
+        cluster_id: str | None = None,
+        network: str | None = None,
+    ) -> dict[str, Any]:
+        """The injected pod. Raises InjectionError, InvalidAnnotation or TemplateError."""
+        check_pod_shape(pod)
+        base = uninject(pod)
+        params = self.params(base)
+        user_proxy = next(
+            (c for c in base["spec"]["containers"] if c.get("name") == names.CONTAINER_PROXY), None
+        )
+        context = build_context(
+            base, namespace, params, self.settings, cluster_id=cluster_id, network=network
+        )
+        result = base
+        added: dict[str, list[str]] = {
+            "init_containers": [], "containers": [], "volumes": [], "image_pull_secrets": []
+        }  # fmt: skip
+        for name in params.templates:
+            rendered = self.templates.render(name, context)
+            for key, items in injected_names(rendered).items():
+                added[key] += [i for i in items if i not in added[key]]
+            result = apply_template(result, rendered, user_proxy)
+        return self._post_process(result, params, added, user_proxy)
+
+    def _post_process(
+        self,
+        pod: dict[str, Any],
+        params: InjectionParams,
+        added: dict[str, list[str]],
+        user_proxy: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        spec: dict[str, Any] = pod["spec"]
+        metadata: dict[str, Any] = pod["metadata"]
+        annotations: dict[str, str] = dict(metadata.get("annotations") or {})
+        proxy_env: list[dict[str, str]] = []
+
+        if params.rewrite_probes:
+            originals = rewrite_probes(spec, params.status_port)
+            if originals:
+                proxy_env.append(
+                    {"name": names.ENV_KUBE_APP_PROBERS, "value": orjson.dumps(originals).decode()}
+                )
+        if params.merge_metrics:
+            merged = merge_annotations(annotations, params.status_port)
+            if merged is not None:
+                annotations, original = merged
+                proxy_env.append({"name": names.ENV_PROMETHEUS_ANNOTATIONS, "value": original})
+        if proxy_env:
+            self._add_proxy_env(spec, proxy_env)
+        if user_proxy is not None:
+            annotations[names.ANNOTATION_PROXY_OVERRIDES] = orjson.dumps(user_proxy).decode()
+
+        reorder(spec, native_sidecar=params.native_sidecar, hold_application=params.hold_application)
+        annotations.update(self.settings.config.injected_annotations)
+        annotations[names.ANNOTATION_STATUS] = status_annotation(
+            revision=self.revision, **added
+        )
+        pod["metadata"] = {**metadata, "annotations": annotations}
+        return pod
+
+    @staticmethod
+    def _add_proxy_env(spec: dict[str, Any], extra: list[dict[str, str]]) -> None:
+        for field in ("containers", "initContainers"):
+            items = spec.get(field)
+            if not isinstance(items, list):
+                continue
+            for index, container in enumerate(items):
+                if container.get("name") == names.CONTAINER_PROXY:
+                    taken = {e["name"] for e in extra}
+                    env = [e for e in container.get("env") or [] if e.get("name") not in taken]
+                    items[index] = {**container, "env": env + extra}
+                    return
+
+    def admit(
+        self,
+        pod: dict[str, Any],
+        namespace: str,
+        *,
+        cluster_id: str | None = None,
+        network: str | None = None,
+    ) -> Outcome:
+        revision = self.revision
+        try:
+            check_pod_shape(pod)
+            decision = self.decide(pod, namespace)
+            if not decision.inject:
+                return Outcome("skipped", decision.code, decision.reason, revision, warnings=decision.warnings)
+            injected = self.inject(pod, namespace, cluster_id=cluster_id, network=network)
+            patch = encode_patch(pod, injected)
+        except InjectionError as exc:
+            return Outcome("denied", exc.code, str(exc), revision)
+        except InvalidAnnotation as exc:
+            return Outcome("denied", "invalid-annotation", str(exc), revision)
+        except TemplateError as exc:
+            return Outcome("denied", "template-error", str(exc), revision)
+        except Exception as exc:  # fail closed, never crash the server
+            log.exception("injection failed unexpectedly")
+            return Outcome("denied", "internal-error", f"injection failed: {exc.__class__.__name__}: {exc}", revision)
+        return Outcome(
+            "injected", decision.code, decision.reason, revision,
+            patch=patch, pod=injected, warnings=decision.warnings,
+        )  # fmt: skip

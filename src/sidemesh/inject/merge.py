@@ -1,0 +1,126 @@
+"""Merge a rendered template into a pod, then put the injected containers in Istio's order.
+
+The template wins over the pod on conflicts (it is the injector's contract), except for a
+container the user declared themselves under an injected name (`istio-proxy`): there the
+user's fields win, list fields keyed by name are merged, and `image: auto` means the injected
+image. Nothing here mutates its inputs; changed levels are copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sidemesh.api import names
+
+# Lists Kubernetes merges by a key rather than replacing (strategic merge patch semantics).
+_MERGE_KEYS = {
+    "env": "name",
+    "ports": "containerPort",
+    "volumeMounts": "mountPath",
+    "containers": "name",
+    "initContainers": "name",
+    "volumes": "name",
+    "imagePullSecrets": "name",
+}
+
+
+def _merge_lists(base: list[Any], top: list[Any], key: str) -> list[Any]:
+    out = list(base)
+    position = {
+        item.get(key): i for i, item in enumerate(out) if isinstance(item, dict) and key in item
+    }
+    for item in top:
+        index = position.get(item.get(key)) if isinstance(item, dict) else None
+        if index is None:
+            out.append(item)
+        else:
+            out[index] = merge_objects(out[index], item)
+    return out
+
+
+def merge_objects(base: Any, top: Any) -> Any:
+    """`top` over `base`: maps merge recursively, keyed lists merge by key, the rest replaces."""
+    if not (isinstance(base, dict) and isinstance(top, dict)):
+        return top
+    out = dict(base)
+    for field, value in top.items():
+        if field not in out:
+            out[field] = value
+        elif field in _MERGE_KEYS and isinstance(out[field], list) and isinstance(value, list):
+            out[field] = _merge_lists(out[field], value, _MERGE_KEYS[field])
+        else:
+            out[field] = merge_objects(out[field], value)
+    return out
+
+
+def overlay_user_container(template: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = merge_objects(template, user)
+    if user.get("image") == "auto":
+        merged["image"] = template.get("image")
+    return merged
+
+
+def apply_template(pod: dict[str, Any], rendered: dict[str, Any], user_proxy: dict[str, Any] | None) -> dict[str, Any]:
+    """The pod with `rendered` merged in; returns a new top-level object."""
+    out = dict(pod)
+    metadata = dict(pod.get("metadata") or {})
+    rendered_meta = rendered.get("metadata") or {}
+    for field in ("labels", "annotations"):
+        extra = rendered_meta.get(field)
+        if extra:
+            metadata[field] = {**(metadata.get(field) or {}), **extra}
+    out["metadata"] = metadata
+
+    spec = dict(pod.get("spec") or {})
+    for field, value in (rendered.get("spec") or {}).items():
+        if value is None:  # an empty section in the template (`initContainers:` with no items)
+            continue
+        if field in ("containers", "initContainers") and isinstance(value, list):
+            existing = list(spec.get(field) or [])
+            for container in value:
+                if not isinstance(container, dict):
+                    continue
+                name = container.get("name")
+                index = next(
+                    (i for i, c in enumerate(existing) if isinstance(c, dict) and c.get("name") == name),
+                    None,
+                )
+                if name == names.CONTAINER_PROXY and user_proxy is not None:
+                    container = overlay_user_container(container, user_proxy)
+                if index is None:
+                    existing.append(container)
+                else:
+                    existing[index] = container
+            spec[field] = existing
+        elif field in _MERGE_KEYS and isinstance(value, list) and isinstance(spec.get(field), list):
+            spec[field] = _merge_lists(spec[field], value, _MERGE_KEYS[field])
+        else:
+            spec[field] = merge_objects(spec.get(field), value)
+    out["spec"] = spec
+    return out
+
+
+def _move(items: list[Any], name: str, first: bool) -> list[Any]:
+    chosen = [c for c in items if isinstance(c, dict) and c.get("name") == name]
+    if not chosen:
+        return items
+    rest = [c for c in items if not (isinstance(c, dict) and c.get("name") == name)]
+    return chosen + rest if first else rest + chosen
+
+
+def reorder(spec: dict[str, Any], *, native_sidecar: bool, hold_application: bool) -> None:
+    """Istio's order. Classic: proxy last among containers (first when the app must wait for
+    it), istio-init last among init containers so user init containers run uncaptured.
+    Native: istio-init, then istio-proxy, then the user's init containers."""
+    step: Callable[[list[Any], str, bool], list[Any]] = _move
+    if isinstance(spec.get("containers"), list):
+        spec["containers"] = step(spec["containers"], names.CONTAINER_PROXY, hold_application)
+    if isinstance(spec.get("initContainers"), list):
+        inits = spec["initContainers"]
+        if native_sidecar:
+            inits = step(inits, names.CONTAINER_PROXY, True)
+            inits = step(inits, names.CONTAINER_INIT, True)
+        else:
+            inits = step(inits, names.CONTAINER_INIT, False)
+        spec["initContainers"] = inits
