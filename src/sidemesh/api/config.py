@@ -76,12 +76,8 @@ class ResourceList(_Model):
 
 
 class Resources(_Model):
-    requests: ResourceList = Field(
-        default_factory=lambda: ResourceList(cpu="100m", memory="128Mi")
-    )
-    limits: ResourceList = Field(
-        default_factory=lambda: ResourceList(cpu="2000m", memory="1024Mi")
-    )
+    requests: ResourceList = Field(default_factory=lambda: ResourceList(cpu="100m", memory="128Mi"))
+    limits: ResourceList = Field(default_factory=lambda: ResourceList(cpu="2000m", memory="1024Mi"))
 
 
 class ProxyValues(_Model):

@@ -41,9 +41,7 @@ ANNOTATION_REROUTE_VIRTUAL_INTERFACES: Final = "istio.io/reroute-virtual-interfa
 ANNOTATION_STATUS_PORT: Final = "status.sidecar.istio.io/port"
 ANNOTATION_READINESS_INITIAL_DELAY: Final = "readiness.status.sidecar.istio.io/initialDelaySeconds"
 ANNOTATION_READINESS_PERIOD: Final = "readiness.status.sidecar.istio.io/periodSeconds"
-ANNOTATION_READINESS_FAILURE_THRESHOLD: Final = (
-    "readiness.status.sidecar.istio.io/failureThreshold"
-)
+ANNOTATION_READINESS_FAILURE_THRESHOLD: Final = "readiness.status.sidecar.istio.io/failureThreshold"
 ANNOTATION_REWRITE_PROBES: Final = "sidecar.istio.io/rewriteAppHTTPProbers"
 ANNOTATION_MERGE_METRICS: Final = "prometheus.istio.io/merge-metrics"
 ANNOTATION_PROXY_CONFIG: Final = "proxy.istio.io/config"

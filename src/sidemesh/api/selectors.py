@@ -74,7 +74,11 @@ class LabelSelector(BaseModel):
             out["matchLabels"] = dict(self.match_labels)
         if self.match_expressions:
             out["matchExpressions"] = [
-                {"key": r.key, "operator": r.operator, **({"values": list(r.values)} if r.values else {})}
+                {
+                    "key": r.key,
+                    "operator": r.operator,
+                    **({"values": list(r.values)} if r.values else {}),
+                }
                 for r in self.match_expressions
             ]
         return out
@@ -86,4 +90,4 @@ def expr(key: str, operator: Operator, *values: str) -> Requirement:
 
 
 def selector(*requirements: Requirement) -> LabelSelector:
-    return LabelSelector(matchExpressions=requirements)
+    return LabelSelector(match_expressions=requirements)

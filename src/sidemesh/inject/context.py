@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from sidemesh.api import names
-from sidemesh.inject.identity import canonical_name, canonical_revision, workload_of
+from sidemesh.inject.identity import Workload, canonical_name, canonical_revision, workload_of
 from sidemesh.inject.params import InjectionParams
 from sidemesh.inject.settings import InjectorSettings
 
@@ -41,7 +41,9 @@ def _app_container_names(spec: Mapping[str, Any]) -> list[str]:
     return [
         c["name"]
         for c in containers
-        if isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"] != names.CONTAINER_PROXY
+        if isinstance(c, dict)
+        and isinstance(c.get("name"), str)
+        and c["name"] != names.CONTAINER_PROXY
     ]
 
 
@@ -63,16 +65,19 @@ def build_context(
     *,
     cluster_id: str | None,
     network: str | None,
+    workload: Workload | None = None,
 ) -> dict[str, Any]:
     metadata: Mapping[str, Any] = pod.get("metadata") or {}
     spec: Mapping[str, Any] = pod.get("spec") or {}
     labels: Mapping[str, str] = metadata.get("labels") or {}
     annotations: Mapping[str, str] = metadata.get("annotations") or {}
-    workload = workload_of(metadata)
+    workload = workload or workload_of(metadata)
     app_containers = _app_container_names(spec)
     values, mesh = settings.values, settings.mesh
     revision = settings.revision
-    ca_addr = f"{names.service_name(revision)}.{names.CONTROL_PLANE_NAMESPACE}.svc:{names.PORT_XDS_TLS}"
+    ca_addr = (
+        f"{names.service_name(revision)}.{names.CONTROL_PLANE_NAMESPACE}.svc:{names.PORT_XDS_TLS}"
+    )
     discovery = params.proxy_config.discovery_address or ca_addr
     service_account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
     proxy_values = values.global_.proxy

@@ -23,16 +23,16 @@ class Decision:
     warnings: tuple[str, ...] = ()
 
 
-def _str_map(value: Any) -> Mapping[str, str]:
+def _map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
 def pod_labels(pod: Mapping[str, Any]) -> Mapping[str, str]:
-    return _str_map(_str_map(pod.get("metadata")).get("labels"))
+    return _map(_map(pod.get("metadata")).get("labels"))
 
 
 def pod_annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
-    return _str_map(_str_map(pod.get("metadata")).get("annotations"))
+    return _map(_map(pod.get("metadata")).get("annotations"))
 
 
 def should_inject(
@@ -48,9 +48,11 @@ def should_inject(
     `manual` is kube-inject: policy `enabled` and no selectors, so only an explicit `false` or
     hostNetwork keeps the sidecar out.
     """
-    spec = _str_map(pod.get("spec"))
+    spec = _map(pod.get("spec"))
     if spec.get("hostNetwork") is True:
-        return Decision(False, "host-network", "pod uses hostNetwork; a sidecar cannot capture its traffic")
+        return Decision(
+            False, "host-network", "pod uses hostNetwork; a sidecar cannot capture its traffic"
+        )
     if not manual and namespace in names.IGNORED_NAMESPACES:
         return Decision(False, "ignored-namespace", f"namespace {namespace} is never injected")
 
@@ -67,7 +69,10 @@ def should_inject(
                 f"the label {names.LABEL_INJECT}={label_value} wins"
             )
     elif annotation_value is not None:
-        explicit, source = annotation_value, f"annotation {names.ANNOTATION_INJECT}={annotation_value}"
+        explicit, source = (
+            annotation_value,
+            f"annotation {names.ANNOTATION_INJECT}={annotation_value}",
+        )
         warnings.append(
             f"annotation {names.ANNOTATION_INJECT} is deprecated; use the pod label "
             f"{names.LABEL_INJECT} (the annotation cannot make the API server call the webhook)"
@@ -81,11 +86,13 @@ def should_inject(
         return Decision(False, "pod-opt-out", f"{source} opts the pod out", tuple(warnings))
     if explicit is not None:
         warnings.append(
-            f"{source} is neither \"true\" nor \"false\" and is ignored; the injector default applies"
+            f'{source} is neither "true" nor "false" and is ignored; the injector default applies'
         )
 
     if manual:
-        return Decision(True, "manual", "kube-inject injects unless the pod opts out", tuple(warnings))
+        return Decision(
+            True, "manual", "kube-inject injects unless the pod opts out", tuple(warnings)
+        )
 
     for position, never in enumerate(config.never_inject_selector):
         if never.matches(labels):

@@ -18,6 +18,7 @@ from sidemesh.api.config import load_injector_config, load_injector_values, load
 from sidemesh.inject.annotations import InvalidAnnotation
 from sidemesh.inject.context import build_context
 from sidemesh.inject.decision import Decision, pod_annotations, should_inject
+from sidemesh.inject.identity import Workload
 from sidemesh.inject.merge import apply_template, reorder
 from sidemesh.inject.outcome import Outcome
 from sidemesh.inject.params import InjectionParams, read_params
@@ -115,8 +116,11 @@ class Injector:
         *,
         cluster_id: str | None = None,
         network: str | None = None,
+        workload: Workload | None = None,
     ) -> dict[str, Any]:
-        """The injected pod. Raises InjectionError, InvalidAnnotation or TemplateError."""
+        """The injected pod; `workload` overrides what owner references say (kube-inject).
+
+        Raises InjectionError, InvalidAnnotation or TemplateError."""
         check_pod_shape(pod)
         base = uninject(pod)
         params = self.params(base)
@@ -124,8 +128,9 @@ class Injector:
             (c for c in base["spec"]["containers"] if c.get("name") == names.CONTAINER_PROXY), None
         )
         context = build_context(
-            base, namespace, params, self.settings, cluster_id=cluster_id, network=network
-        )
+            base, namespace, params, self.settings,
+            cluster_id=cluster_id, network=network, workload=workload,
+        )  # fmt: skip
         result = base
         added: dict[str, list[str]] = {
             "init_containers": [], "containers": [], "volumes": [], "image_pull_secrets": []
@@ -165,11 +170,11 @@ class Injector:
         if user_proxy is not None:
             annotations[names.ANNOTATION_PROXY_OVERRIDES] = orjson.dumps(user_proxy).decode()
 
-        reorder(spec, native_sidecar=params.native_sidecar, hold_application=params.hold_application)
-        annotations.update(self.settings.config.injected_annotations)
-        annotations[names.ANNOTATION_STATUS] = status_annotation(
-            revision=self.revision, **added
+        reorder(
+            spec, native_sidecar=params.native_sidecar, hold_application=params.hold_application
         )
+        annotations.update(self.settings.config.injected_annotations)
+        annotations[names.ANNOTATION_STATUS] = status_annotation(revision=self.revision, **added)
         pod["metadata"] = {**metadata, "annotations": annotations}
         return pod
 
@@ -199,7 +204,9 @@ class Injector:
             check_pod_shape(pod)
             decision = self.decide(pod, namespace)
             if not decision.inject:
-                return Outcome("skipped", decision.code, decision.reason, revision, warnings=decision.warnings)
+                return Outcome(
+                    "skipped", decision.code, decision.reason, revision, warnings=decision.warnings
+                )
             injected = self.inject(pod, namespace, cluster_id=cluster_id, network=network)
             patch = encode_patch(pod, injected)
         except InjectionError as exc:
@@ -210,7 +217,12 @@ class Injector:
             return Outcome("denied", "template-error", str(exc), revision)
         except Exception as exc:  # fail closed, never crash the server
             log.exception("injection failed unexpectedly")
-            return Outcome("denied", "internal-error", f"injection failed: {exc.__class__.__name__}: {exc}", revision)
+            return Outcome(
+                "denied",
+                "internal-error",
+                f"injection failed: {exc.__class__.__name__}: {exc}",
+                revision,
+            )
         return Outcome(
             "injected", decision.code, decision.reason, revision,
             patch=patch, pod=injected, warnings=decision.warnings,

@@ -55,7 +55,9 @@ def workload_of(metadata: Mapping[str, Any]) -> Workload:
     if kind == "ReplicaSet":
         template_hash = labels.get("pod-template-hash")
         if isinstance(template_hash, str) and name.endswith("-" + template_hash):
-            return Workload(name=name[: -len(template_hash) - 1], kind="Deployment", api_version="apps/v1")
+            return Workload(
+                name=name[: -len(template_hash) - 1], kind="Deployment", api_version="apps/v1"
+            )
     if kind == "Job":
         match = _CRONJOB_SUFFIX.match(name)
         if match:

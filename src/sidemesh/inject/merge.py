@@ -61,7 +61,9 @@ def overlay_user_container(template: dict[str, Any], user: dict[str, Any]) -> di
     return merged
 
 
-def apply_template(pod: dict[str, Any], rendered: dict[str, Any], user_proxy: dict[str, Any] | None) -> dict[str, Any]:
+def apply_template(
+    pod: dict[str, Any], rendered: dict[str, Any], user_proxy: dict[str, Any] | None
+) -> dict[str, Any]:
     """The pod with `rendered` merged in; returns a new top-level object."""
     out = dict(pod)
     metadata = dict(pod.get("metadata") or {})
@@ -83,7 +85,11 @@ def apply_template(pod: dict[str, Any], rendered: dict[str, Any], user_proxy: di
                     continue
                 name = container.get("name")
                 index = next(
-                    (i for i, c in enumerate(existing) if isinstance(c, dict) and c.get("name") == name),
+                    (
+                        i
+                        for i, c in enumerate(existing)
+                        if isinstance(c, dict) and c.get("name") == name
+                    ),
                     None,
                 )
                 if name == names.CONTAINER_PROXY and user_proxy is not None:

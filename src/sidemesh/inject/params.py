@@ -97,9 +97,13 @@ def _proxy_config(annotations: Mapping[str, str], mesh: MeshConfig) -> ProxyConf
     try:
         overlay = yaml.load(raw, Loader=yaml.CSafeLoader)
     except yaml.YAMLError:
-        raise InvalidAnnotation(names.ANNOTATION_PROXY_CONFIG, raw, "not valid YAML or JSON") from None
+        raise InvalidAnnotation(
+            names.ANNOTATION_PROXY_CONFIG, raw, "not valid YAML or JSON"
+        ) from None
     if not isinstance(overlay, dict):
-        raise InvalidAnnotation(names.ANNOTATION_PROXY_CONFIG, raw, "expected a ProxyConfig mapping")
+        raise InvalidAnnotation(
+            names.ANNOTATION_PROXY_CONFIG, raw, "expected a ProxyConfig mapping"
+        )
     try:
         return mesh.default_config.overlay(overlay)
     except ValidationError as exc:
@@ -171,17 +175,30 @@ def _capture(annotations: Mapping[str, str], mode: str, values: InjectorValues) 
         raw = ann.get(annotations, name)
         return "" if raw is None else ann.parse_interface_list(name, raw)
 
+    n = names
     return CaptureSettings(
         mode=mode,
-        include_ip_ranges=cidrs(names.ANNOTATION_INCLUDE_OUTBOUND_IP_RANGES, proxy.include_ip_ranges, True),
-        exclude_ip_ranges=cidrs(names.ANNOTATION_EXCLUDE_OUTBOUND_IP_RANGES, proxy.exclude_ip_ranges, False),
-        include_inbound_ports=ports(names.ANNOTATION_INCLUDE_INBOUND_PORTS, proxy.include_inbound_ports, True),
-        exclude_inbound_ports=ports(names.ANNOTATION_EXCLUDE_INBOUND_PORTS, proxy.exclude_inbound_ports, False),
-        include_outbound_ports=ports(names.ANNOTATION_INCLUDE_OUTBOUND_PORTS, proxy.include_outbound_ports, False),
-        exclude_outbound_ports=ports(names.ANNOTATION_EXCLUDE_OUTBOUND_PORTS, proxy.exclude_outbound_ports, False),
-        reroute_virtual_interfaces=interfaces(names.ANNOTATION_REROUTE_VIRTUAL_INTERFACES),
-        exclude_interfaces=interfaces(names.ANNOTATION_EXCLUDE_INTERFACES),
-    )  # fmt: skip
+        include_ip_ranges=cidrs(
+            n.ANNOTATION_INCLUDE_OUTBOUND_IP_RANGES, proxy.include_ip_ranges, True
+        ),
+        exclude_ip_ranges=cidrs(
+            n.ANNOTATION_EXCLUDE_OUTBOUND_IP_RANGES, proxy.exclude_ip_ranges, False
+        ),
+        include_inbound_ports=ports(
+            n.ANNOTATION_INCLUDE_INBOUND_PORTS, proxy.include_inbound_ports, True
+        ),
+        exclude_inbound_ports=ports(
+            n.ANNOTATION_EXCLUDE_INBOUND_PORTS, proxy.exclude_inbound_ports, False
+        ),
+        include_outbound_ports=ports(
+            n.ANNOTATION_INCLUDE_OUTBOUND_PORTS, proxy.include_outbound_ports, False
+        ),
+        exclude_outbound_ports=ports(
+            n.ANNOTATION_EXCLUDE_OUTBOUND_PORTS, proxy.exclude_outbound_ports, False
+        ),
+        reroute_virtual_interfaces=interfaces(n.ANNOTATION_REROUTE_VIRTUAL_INTERFACES),
+        exclude_interfaces=interfaces(n.ANNOTATION_EXCLUDE_INTERFACES),
+    )
 
 
 def read_params(
@@ -219,7 +236,9 @@ def read_params(
         else default_templates
     )
     if not templates:
-        raise InvalidAnnotation(names.ANNOTATION_TEMPLATES, templates_raw or "", "names no template")
+        raise InvalidAnnotation(
+            names.ANNOTATION_TEMPLATES, templates_raw or "", "names no template"
+        )
 
     image = _text(annotations, names.ANNOTATION_PROXY_IMAGE, values.proxy_image()).strip()
     if not image:
@@ -233,7 +252,9 @@ def read_params(
         templates=templates,
         image=image,
         native_sidecar=_bool(
-            annotations, names.ANNOTATION_NATIVE_SIDECAR, values.sidecar_injector_webhook.native_sidecar
+            annotations,
+            names.ANNOTATION_NATIVE_SIDECAR,
+            values.sidecar_injector_webhook.native_sidecar,
         ),
         proxy_config=proxy_config,
         hold_application=proxy_config.hold_application_until_proxy_starts
@@ -242,13 +263,17 @@ def read_params(
         status_port=status_port,
         readiness={
             "initialDelaySeconds": readiness(
-                names.ANNOTATION_READINESS_INITIAL_DELAY, proxy_values.readiness_initial_delay_seconds, 0
+                names.ANNOTATION_READINESS_INITIAL_DELAY,
+                proxy_values.readiness_initial_delay_seconds,
+                0,
             ),
             "periodSeconds": readiness(
                 names.ANNOTATION_READINESS_PERIOD, proxy_values.readiness_period_seconds, 1
             ),
             "failureThreshold": readiness(
-                names.ANNOTATION_READINESS_FAILURE_THRESHOLD, proxy_values.readiness_failure_threshold, 1
+                names.ANNOTATION_READINESS_FAILURE_THRESHOLD,
+                proxy_values.readiness_failure_threshold,
+                1,
             ),
         },
         resources=_resources(annotations, values),
@@ -266,7 +291,9 @@ def read_params(
             names.ANNOTATION_REWRITE_PROBES,
             values.sidecar_injector_webhook.rewrite_app_http_probe,
         ),
-        merge_metrics=_bool(annotations, names.ANNOTATION_MERGE_METRICS, mesh.enable_prometheus_merge),
+        merge_metrics=_bool(
+            annotations, names.ANNOTATION_MERGE_METRICS, mesh.enable_prometheus_merge
+        ),
         user_volumes=_json_map(annotations, names.ANNOTATION_USER_VOLUME),
         user_volume_mounts=_json_map(annotations, names.ANNOTATION_USER_VOLUME_MOUNT),
         bootstrap_override=ann.get(annotations, names.ANNOTATION_BOOTSTRAP_OVERRIDE),

@@ -11,7 +11,11 @@ import orjson
 
 from sidemesh.api import names
 
-_PROBE_KINDS = (("readinessProbe", "readyz"), ("livenessProbe", "livez"), ("startupProbe", "startupz"))
+_PROBE_KINDS = (
+    ("readinessProbe", "readyz"),
+    ("livenessProbe", "livez"),
+    ("startupProbe", "startupz"),
+)
 
 
 def _resolve_port(port: Any, container: dict[str, Any]) -> Any:
@@ -64,7 +68,9 @@ def rewrite_probes(spec: dict[str, Any], status_port: int) -> dict[str, Any]:
                 original["timeoutSeconds"] = probe["timeoutSeconds"]
             path = app_probe_path(name, suffix)
             originals[path] = original
-            new_probe = {k: v for k, v in probe.items() if k not in ("httpGet", "tcpSocket", "grpc")}
+            new_probe = {
+                k: v for k, v in probe.items() if k not in ("httpGet", "tcpSocket", "grpc")
+            }
             new_probe["httpGet"] = {"path": path, "port": status_port}
             if copy is None:
                 copy = dict(container)

@@ -19,7 +19,9 @@ _KEYS = (
 )
 
 
-def merge_annotations(annotations: Mapping[str, str], status_port: int) -> tuple[dict[str, str], str] | None:
+def merge_annotations(
+    annotations: Mapping[str, str], status_port: int
+) -> tuple[dict[str, str], str] | None:
     """New annotations and the env value, or None when the pod opted out of scraping."""
     if annotations.get(names.ANNOTATION_PROMETHEUS_SCRAPE) == "false" or not status_port:
         return None

@@ -24,8 +24,12 @@ def _names(items: Any) -> list[str]:
 
 
 def status_annotation(
-    *, init_containers: Iterable[str], containers: Iterable[str], volumes: Iterable[str],
-    image_pull_secrets: Iterable[str], revision: str,
+    *,
+    init_containers: Iterable[str],
+    containers: Iterable[str],
+    volumes: Iterable[str],
+    image_pull_secrets: Iterable[str],
+    revision: str,
 ) -> str:
     return orjson.dumps(
         {
@@ -50,7 +54,11 @@ def injected_names(rendered: dict[str, Any]) -> dict[str, list[str]]:
 
 def _env_value(container: dict[str, Any], name: str) -> str | None:
     for item in container.get("env") or []:
-        if isinstance(item, dict) and item.get("name") == name and isinstance(item.get("value"), str):
+        if (
+            isinstance(item, dict)
+            and item.get("name") == name
+            and isinstance(item.get("value"), str)
+        ):
             return str(item["value"])
     return None
 
@@ -86,7 +94,11 @@ def uninject(pod: dict[str, Any]) -> dict[str, Any]:
             continue
         drop = listed(key)
         for item in items:
-            if isinstance(item, dict) and item.get("name") == names.CONTAINER_PROXY and names.CONTAINER_PROXY in drop:
+            if (
+                isinstance(item, dict)
+                and item.get("name") == names.CONTAINER_PROXY
+                and names.CONTAINER_PROXY in drop
+            ):
                 removed_proxy = item
         kept = [i for i in items if not (isinstance(i, dict) and i.get("name") in drop)]
         if kept:

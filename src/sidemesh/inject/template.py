@@ -64,7 +64,9 @@ class TemplateSet:
         """Render template `name` and parse it; returns a fresh object the caller may mutate."""
         template = self._compiled.get(name)
         if template is None:
-            raise TemplateError(f"template {name!r} does not exist (have: {', '.join(sorted(self.names))})")
+            raise TemplateError(
+                f"template {name!r} does not exist (have: {', '.join(sorted(self.names))})"
+            )
         try:
             text = template.render(context)
         except jinja2.TemplateError as exc:
@@ -81,7 +83,9 @@ class TemplateSet:
         if parsed is None:
             parsed = {}
         if not isinstance(parsed, dict):
-            raise TemplateError(f"template {name} must render a mapping, got {type(parsed).__name__}")
+            raise TemplateError(
+                f"template {name} must render a mapping, got {type(parsed).__name__}"
+            )
         self._parsed[text] = orjson.dumps(parsed)
         if len(self._parsed) > self._cache_size:
             self._parsed.popitem(last=False)

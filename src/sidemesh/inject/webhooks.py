@@ -40,7 +40,9 @@ class WebhookEntry:
         )
 
 
-def _revision_entries(selected_by: str, revision: str, configuration: str, tag: str | None) -> list[WebhookEntry]:
+def _revision_entries(
+    selected_by: str, revision: str, configuration: str, tag: str | None
+) -> list[WebhookEntry]:
     return [
         WebhookEntry(
             name="rev.namespace.sidecar-injector.istio.io",
@@ -59,9 +61,7 @@ def _revision_entries(selected_by: str, revision: str, configuration: str, tag: 
                 expr(names.LABEL_REVISION, "DoesNotExist"),
                 expr(names.LABEL_INJECTION, "DoesNotExist"),
             ),
-            object_selector=selector(
-                _NOT_OPTED_OUT, expr(names.LABEL_REVISION, "In", selected_by)
-            ),
+            object_selector=selector(_NOT_OPTED_OUT, expr(names.LABEL_REVISION, "In", selected_by)),
             revision=revision,
             configuration=configuration,
             tag=tag,

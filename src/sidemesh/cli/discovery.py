@@ -1,0 +1,81 @@
+"""`sidemesh discovery`: the control plane process (istiod's role). Today it serves the sidecar
+injection webhook on :15017.
+
+Everything that can be wrong with the configuration is checked before the port is bound, so a
+bad file fails the rollout at once (exit 2, the message naming the file) instead of producing
+a server that denies every pod.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from sidemesh.api.config import ConfigError
+
+log = logging.getLogger("sidemesh.discovery")
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command("discovery")
+@click.option("--tls-cert-file", type=_FILE, required=True, help="Serving certificate (PEM).")
+@click.option("--tls-key-file", type=_FILE, required=True, help="Serving private key (PEM).")
+@click.option("--port", type=click.IntRange(1, 65535), default=15017, show_default=True)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--injector-config", type=_FILE, help="Injector config (Istio's `config` key).")
+@click.option("--mesh-config", type=_FILE, help="MeshConfig (YAML).")
+@click.option("--values", type=_FILE, help="Injector values (YAML).")
+@click.option("--revision", default="default", show_default=True, help="Control-plane revision.")
+def discovery(
+    *,
+    tls_cert_file: Path,
+    tls_key_file: Path,
+    port: int,
+    host: str,
+    injector_config: Path | None,
+    mesh_config: Path | None,
+    values: Path | None,
+    revision: str,
+) -> None:
+    """Run the control plane: the sidecar injection webhook over HTTPS."""
+    # Imported here so that `sidemesh --help` does not load the engine or uvicorn.
+    from sidemesh.inject.engine import Injector
+    from sidemesh.webhook.app import WebhookApp
+    from sidemesh.webhook.server import serve_https
+    from sidemesh.webhook.tls import build_server_context
+
+    try:
+        injector = Injector.from_files(
+            revision=revision,
+            injector_config=injector_config,
+            mesh_config=mesh_config,
+            values=values,
+        )
+    except ConfigError as exc:
+        _fail(str(exc))
+    try:
+        context = build_server_context(tls_cert_file, tls_key_file)
+    except OSError as exc:  # includes ssl.SSLError
+        reason = exc.strerror if exc.strerror and not isinstance(exc, ssl.SSLError) else exc
+        _fail(f"{tls_cert_file}, {tls_key_file}: cannot load the TLS certificate and key: {reason}")
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log.info("sidecar injection webhook starting: revision=%s port=%d", revision, port)
+    serve_https(
+        WebhookApp(injector),
+        host=host,
+        port=port,
+        cert_file=tls_cert_file,
+        key_file=tls_key_file,
+        context=context,
+    )
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    raise SystemExit(2)
