@@ -14,6 +14,7 @@ _COMMANDS: dict[str, str] = {
     "check-inject": "sidemesh.cli.check_inject:check_inject",
     "discovery": "sidemesh.cli.discovery:discovery",
     "iptables": "sidemesh.cli.iptables:iptables",
+    "agent": "sidemesh.cli.agent:agent",
 }
 
 
