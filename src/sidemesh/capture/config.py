@@ -172,9 +172,7 @@ def _parse_ports(value: str, flag: str) -> tuple[int, ...]:
 
 
 def _parse_ids(value: str, flag: str) -> tuple[int, ...]:
-    ids = _unique(
-        _parse_number(item, flag, low=0, high=2**32 - 2) for item in _items(value, flag)
-    )
+    ids = _unique(_parse_number(item, flag, low=0, high=2**32 - 2) for item in _items(value, flag))
     if not ids:
         # Without an exemption Envoy's own connections would be redirected back to Envoy.
         raise ValueError(f"{flag}: at least one id is required, got {value!r}")

@@ -15,6 +15,7 @@ _COMMANDS: dict[str, str] = {
     "discovery": "sidemesh.cli.discovery:discovery",
     "iptables": "sidemesh.cli.iptables:iptables",
     "agent": "sidemesh.cli.agent:agent",
+    "proxy-status": "sidemesh.cli.proxy_status:proxy_status",
 }
 
 
