@@ -19,6 +19,7 @@ from sidemesh.inject.annotations import InvalidAnnotation
 from sidemesh.inject.context import build_context
 from sidemesh.inject.decision import Decision, pod_annotations, should_inject
 from sidemesh.inject.identity import Workload
+from sidemesh.inject.memo import Memo
 from sidemesh.inject.merge import apply_template, reorder
 from sidemesh.inject.outcome import Outcome
 from sidemesh.inject.params import InjectionParams, read_params
@@ -71,9 +72,10 @@ def check_pod_shape(pod: Any) -> None:
 
 
 class Injector:
-    def __init__(self, settings: InjectorSettings | None = None) -> None:
+    def __init__(self, settings: InjectorSettings | None = None, *, memo_size: int = 256) -> None:
         self.settings = settings or InjectorSettings()
         self.templates = TemplateSet(self.settings.config.templates)
+        self._outcomes: Memo[Outcome] = Memo(memo_size)
 
     @property
     def revision(self) -> str:
@@ -122,6 +124,19 @@ class Injector:
 
         Raises InjectionError, InvalidAnnotation or TemplateError."""
         check_pod_shape(pod)
+        return self._inject_checked(
+            pod, namespace, cluster_id=cluster_id, network=network, workload=workload
+        )
+
+    def _inject_checked(
+        self,
+        pod: dict[str, Any],
+        namespace: str,
+        *,
+        cluster_id: str | None = None,
+        network: str | None = None,
+        workload: Workload | None = None,
+    ) -> dict[str, Any]:
         base = uninject(pod)
         params = self.params(base)
         user_proxy = next(
@@ -199,15 +214,33 @@ class Injector:
         cluster_id: str | None = None,
         network: str | None = None,
     ) -> Outcome:
+        """Decide, inject and diff. Never raises. The returned Outcome (and its `pod`) may be
+        shared with later identical admissions: treat it as read-only."""
+        key = self._outcomes.key(namespace, cluster_id, network, pod)
+        outcome = self._outcomes.get(key)
+        if outcome is None:
+            outcome = self._admit(pod, namespace, cluster_id=cluster_id, network=network)
+            if outcome.code != "internal-error":
+                self._outcomes.put(key, outcome)
+        return outcome
+
+    def _admit(
+        self,
+        pod: dict[str, Any],
+        namespace: str,
+        *,
+        cluster_id: str | None,
+        network: str | None,
+    ) -> Outcome:
         revision = self.revision
         try:
-            check_pod_shape(pod)
+            check_pod_shape(pod)  # before deciding: the decision reads labels and spec
             decision = self.decide(pod, namespace)
             if not decision.inject:
                 return Outcome(
                     "skipped", decision.code, decision.reason, revision, warnings=decision.warnings
                 )
-            injected = self.inject(pod, namespace, cluster_id=cluster_id, network=network)
+            injected = self._inject_checked(pod, namespace, cluster_id=cluster_id, network=network)
             patch = encode_patch(pod, injected)
         except InjectionError as exc:
             return Outcome("denied", exc.code, str(exc), revision)

@@ -17,7 +17,9 @@ Operation = dict[str, Any]
 
 
 def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
+    if "~" in token or "/" in token:
+        return token.replace("~", "~0").replace("/", "~1")
+    return token
 
 
 def _same_slot(old: Any, new: Any) -> bool:
@@ -39,7 +41,7 @@ def _diff(old: Any, new: Any, path: str, ops: list[Operation]) -> None:
         for key, value in new.items():
             if key not in old:
                 ops.append({"op": "add", "path": f"{path}/{_escape(key)}", "value": value})
-            else:
+            elif old[key] is not value:  # shared subtrees are the common case: skip cheaply
                 _diff(old[key], value, f"{path}/{_escape(key)}", ops)
         return
     if isinstance(old, list) and isinstance(new, list):
