@@ -191,7 +191,7 @@ def _parse_route_table(text: str) -> int:
     table = _parse_number(text, FLAG_TPROXY_ROUTE_TABLE, low=1, high=2**32 - 1)
     if table in _RESERVED_ROUTE_TABLES:
         raise ValueError(
-            f"{FLAG_TPROXY_ROUTE_TABLE}: {table} is a kernel routing table (default, main or local)"
+            f"{FLAG_TPROXY_ROUTE_TABLE}: '{table}' is a kernel routing table (default/main/local)"
         )
     return table
 
