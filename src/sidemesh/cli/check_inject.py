@@ -19,9 +19,9 @@ def _entries(revisions: tuple[str, ...], tags: tuple[str, ...]) -> list[WebhookE
     entries: list[WebhookEntry] = []
     has_default_tag = any(t.partition("=")[0] == "default" for t in tags)
     for revision in revisions:
-        entries += revision_webhooks(
-            revision, default=revision == "default" and not has_default_tag
-        )
+        if revision == "default" and has_default_tag:
+            continue  # a `default` tag deactivates the revision-less webhook configuration
+        entries += revision_webhooks(revision, default=revision == "default")
     for tag in tags:
         name, sep, target = tag.partition("=")
         if not sep or not name or not target:

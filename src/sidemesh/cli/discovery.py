@@ -25,7 +25,9 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.command("discovery")
 @click.option("--tls-cert-file", type=_FILE, required=True, help="Serving certificate (PEM).")
 @click.option("--tls-key-file", type=_FILE, required=True, help="Serving private key (PEM).")
-@click.option("--port", type=click.IntRange(1, 65535), default=15017, show_default=True)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=15017, show_default=True, help="HTTPS port."
+)
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--injector-config", type=_FILE, help="Injector config (Istio's `config` key).")
 @click.option("--mesh-config", type=_FILE, help="MeshConfig (YAML).")

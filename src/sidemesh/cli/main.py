@@ -16,6 +16,11 @@ _COMMANDS: dict[str, str] = {
     "iptables": "sidemesh.cli.iptables:iptables",
     "agent": "sidemesh.cli.agent:agent",
     "proxy-status": "sidemesh.cli.proxy_status:proxy_status",
+    "install": "sidemesh.cli.install:install",
+    "uninstall": "sidemesh.cli.install:uninstall",
+    "tag": "sidemesh.cli.tag:tag",
+    "analyze": "sidemesh.cli.analyze:analyze",
+    "injector": "sidemesh.cli.injector:injector",
 }
 
 

@@ -18,6 +18,7 @@ canonical_name, canonical_revision, first_app_container, app_containers (comma l
 pod_ports (JSON list of the app containers' ports)
 cluster_id, network, mesh_id, trust_domain, ca_addr, discovery_address
 user_volumes, user_volume_mounts   from the sidecar.istio.io/userVolume[Mount] annotations
+bootstrap_override ConfigMap named by sidecar.istio.io/bootstrapOverride, or None
 values, mesh, proxy_config         the full configuration, in its file spelling
 """
 
@@ -133,6 +134,7 @@ def build_context(
         "discovery_address": discovery,
         "user_volumes": params.user_volumes,
         "user_volume_mounts": params.user_volume_mounts,
+        "bootstrap_override": params.bootstrap_override,
         "values": settings.values_dump,
         "mesh": settings.mesh_dump,
         "proxy_config": params.proxy_config.model_dump(by_alias=True),

@@ -94,8 +94,9 @@ def should_inject(
             True, "manual", "kube-inject injects unless the pod opts out", tuple(warnings)
         )
 
+    # An empty selector matches nothing here (Istio skips it), unlike in a webhook.
     for position, never in enumerate(config.never_inject_selector):
-        if never.matches(labels):
+        if never.requirements() and never.matches(labels):
             return Decision(
                 False,
                 "never-inject-selector",
@@ -103,7 +104,7 @@ def should_inject(
                 tuple(warnings),
             )
     for position, always in enumerate(config.always_inject_selector):
-        if always.matches(labels):
+        if always.requirements() and always.matches(labels):
             return Decision(
                 True,
                 "always-inject-selector",

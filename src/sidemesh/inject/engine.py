@@ -20,7 +20,7 @@ from sidemesh.inject.context import build_context
 from sidemesh.inject.decision import Decision, pod_annotations, should_inject
 from sidemesh.inject.identity import Workload
 from sidemesh.inject.memo import Memo
-from sidemesh.inject.merge import apply_template, reorder
+from sidemesh.inject.merge import apply_template, combine_templates, reorder
 from sidemesh.inject.outcome import Outcome
 from sidemesh.inject.params import InjectionParams, read_params
 from sidemesh.inject.patch import encode_patch
@@ -146,16 +146,24 @@ class Injector:
             base, namespace, params, self.settings,
             cluster_id=cluster_id, network=network, workload=workload,
         )  # fmt: skip
-        result = base
-        added: dict[str, list[str]] = {
-            "init_containers": [], "containers": [], "volumes": [], "image_pull_secrets": []
-        }  # fmt: skip
-        for name in params.templates:
-            rendered = self.templates.render(name, context)
-            for key, items in injected_names(rendered).items():
-                added[key] += [i for i in items if i not in added[key]]
-            result = apply_template(result, rendered, user_proxy)
-        return self._post_process(result, params, added, user_proxy)
+        self._check_template_names(base, params)
+        rendered = combine_templates(
+            self.templates.render(name, context) for name in params.templates
+        )
+        result = apply_template(base, rendered, user_proxy)
+        return self._post_process(result, params, injected_names(rendered), user_proxy)
+
+    def _check_template_names(self, pod: dict[str, Any], params: InjectionParams) -> None:
+        """A template the pod asks for by annotation must exist; say which annotation asked."""
+        requested = pod_annotations(pod).get(names.ANNOTATION_TEMPLATES)
+        unknown = [t for t in params.templates if t not in self.templates.names]
+        if unknown and isinstance(requested, str):
+            raise InvalidAnnotation(
+                names.ANNOTATION_TEMPLATES,
+                requested,
+                f"no template named {', '.join(unknown)} "
+                f"(have: {', '.join(sorted(self.templates.names))})",
+            )
 
     def _post_process(
         self,

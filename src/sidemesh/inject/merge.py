@@ -8,7 +8,7 @@ image. Nothing here mutates its inputs; changed levels are copied.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sidemesh.api import names
@@ -61,6 +61,28 @@ def overlay_user_container(template: dict[str, Any], user: dict[str, Any]) -> di
     return merged
 
 
+def combine_templates(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Several templates overlay one another (as Istio's do) before the result meets the pod,
+    so a later template adds to the proxy container of an earlier one instead of replacing it.
+    An empty section (`initContainers:` with no items) adds nothing."""
+    combined: dict[str, Any] = {}
+    for part in parts:
+        trimmed = {
+            section: {k: v for k, v in value.items() if v is not None}
+            if section in ("metadata", "spec") and isinstance(value, dict)
+            else value
+            for section, value in part.items()
+        }
+        combined = merge_objects(combined, trimmed)
+    return combined
+
+
+def _named(items: Any, name: str) -> bool:
+    return isinstance(items, list) and any(
+        isinstance(c, dict) and c.get("name") == name for c in items
+    )
+
+
 def apply_template(
     pod: dict[str, Any], rendered: dict[str, Any], user_proxy: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -103,6 +125,15 @@ def apply_template(
             spec[field] = _merge_lists(spec[field], value, _MERGE_KEYS[field])
         else:
             spec[field] = merge_objects(spec.get(field), value)
+    rendered_inits = (rendered.get("spec") or {}).get("initContainers")
+    if user_proxy is not None and _named(rendered_inits, names.CONTAINER_PROXY):
+        # Native sidecar: the user's istio-proxy was merged into the init container; it must
+        # not also stay behind in `containers`.
+        spec["containers"] = [
+            c
+            for c in spec.get("containers") or []
+            if not (isinstance(c, dict) and c.get("name") == names.CONTAINER_PROXY)
+        ]
     out["spec"] = spec
     return out
 

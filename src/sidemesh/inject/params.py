@@ -4,6 +4,7 @@ so a custom template never has to re-implement (or forget) validation."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +33,13 @@ class CaptureSettings:
 
     def args(self, status_port: int) -> list[str]:
         """The `istio-init` arguments, in Istio's order and spelling."""
+        # Istio's order: the fixed ports, the user's exclusions, then the status port unless
+        # the user already listed it.
         excluded_inbound = [str(names.PORT_PROMETHEUS), str(names.PORT_HEALTH)]
-        if status_port:
+        user_excluded = self.exclude_inbound_ports.split(",") if self.exclude_inbound_ports else []
+        excluded_inbound += user_excluded
+        if status_port and str(status_port) not in user_excluded:
             excluded_inbound.append(str(status_port))
-        if self.exclude_inbound_ports:
-            excluded_inbound.append(self.exclude_inbound_ports)
         out = [
             "iptables",
             "-p", str(names.PORT_OUTBOUND_CAPTURE),
@@ -158,6 +161,19 @@ def _json_map(annotations: Mapping[str, str], name: str) -> Mapping[str, Any]:
     if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
         raise InvalidAnnotation(name, raw, "expected a JSON object whose values are objects")
     return parsed
+
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _config_map_name(annotations: Mapping[str, str], name: str) -> str | None:
+    raw = ann.get(annotations, name)
+    if raw is None:
+        return None
+    value = raw.strip()
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise InvalidAnnotation(name, raw, "expected the name of a ConfigMap")
+    return value
 
 
 def _capture(annotations: Mapping[str, str], mode: str, values: InjectorValues) -> CaptureSettings:
@@ -296,5 +312,5 @@ def read_params(
         ),
         user_volumes=_json_map(annotations, names.ANNOTATION_USER_VOLUME),
         user_volume_mounts=_json_map(annotations, names.ANNOTATION_USER_VOLUME_MOUNT),
-        bootstrap_override=ann.get(annotations, names.ANNOTATION_BOOTSTRAP_OVERRIDE),
+        bootstrap_override=_config_map_name(annotations, names.ANNOTATION_BOOTSTRAP_OVERRIDE),
     )

@@ -115,7 +115,7 @@ def _parse_envelope(body: bytes) -> tuple[str, dict[str, Any], str]:
     if not isinstance(document, dict):
         raise _Rejected(CODE_INVALID_REVIEW, "request body must be a JSON object")
     api_version = document.get("apiVersion")
-    if api_version not in API_VERSIONS:
+    if not isinstance(api_version, str) or api_version not in API_VERSIONS:
         raise _Rejected(
             CODE_INVALID_REVIEW,
             f"unsupported AdmissionReview apiVersion {_show(api_version)}; expected one of "
@@ -135,6 +135,7 @@ def _parse_envelope(body: bytes) -> tuple[str, dict[str, Any], str]:
 
 
 def _pod_and_namespace(request: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    # The API server always sends request.kind; without it we cannot vouch the object is a pod.
     resource_kind = request.get("kind")
     if not isinstance(resource_kind, dict) or resource_kind.get("kind") != "Pod":
         shown = resource_kind.get("kind") if isinstance(resource_kind, dict) else resource_kind
@@ -178,15 +179,15 @@ def _answer(api_version: str, uid: str, outcome: Outcome) -> ReviewResult:
 def _denial(
     api_version: str, uid: str, message: str, code: str, *, error: Exception | None = None
 ) -> ReviewResult:
-    # Like Istio, the Status carries only a message: the API server reports the denial as
-    # "admission webhook ... denied the request: <message>".
+    # Like Istio, the Status carries only a message; the API server fills in code 403 and
+    # reports "admission webhook ... denied the request: <message>".
     response = {"uid": uid, "allowed": False, "result": {"message": message}}
     return ReviewResult(200, _envelope(api_version, response), "denied", code, error)
 
 
 def _envelope(api_version: str, response: dict[str, Any]) -> bytes:
-    review_ = {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
-    return orjson.dumps(review_)
+    document = {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
+    return orjson.dumps(document)
 
 
 def _json_type(value: object) -> str:

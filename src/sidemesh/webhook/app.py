@@ -6,18 +6,22 @@ it is CPU-bound and short, and a thread hop would cost more than it saves.
 
 Every error is answered promptly with a 4xx and never a 500. A response sent before the
 request body was read carries `connection: close`, so the server does not go on reading (and
-discarding) a body nobody wants; over-long bodies are cut off as soon as they pass the limit.
+discarding) a body nobody wants; over-long bodies are cut off as soon as they pass the limit,
+and a body that stops arriving is given up on (408) instead of holding a task forever.
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import lru_cache
 from typing import Any, Final
 
-from sidemesh.webhook.admission import Admitter, ReviewResult, review
+from sidemesh.webhook.admission import Admitter, ResultKind, ReviewResult, review
+from sidemesh.webhook.deadlines import BodyDeadlines
 from sidemesh.webhook.metrics import InjectionMetrics, OutcomeClass
 
 Scope = MutableMapping[str, Any]
@@ -26,12 +30,14 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES: Final = 6 * 1024 * 1024  # Istio's limit for AdmissionReview bodies
+# Longer than the API server's longest webhook timeout (30 s): past it, nobody is waiting.
+BODY_TIMEOUT_SECONDS: Final = 30.0
 
 _TEXT: Final = b"text/plain; charset=utf-8"
 _JSON: Final = b"application/json"
 _PROMETHEUS: Final = b"text/plain; version=0.0.4; charset=utf-8"
 
-_OUTCOME_CLASS: Final[dict[str, OutcomeClass]] = {
+_OUTCOME_CLASS: Final[dict[ResultKind, OutcomeClass]] = {
     "injected": "success",
     "skipped": "skip",
     "denied": "failure",
@@ -50,10 +56,12 @@ class WebhookApp:
         *,
         metrics: InjectionMetrics | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
     ) -> None:
         self.admitter = admitter
         self.metrics = metrics if metrics is not None else InjectionMetrics()
         self.max_body_bytes = max_body_bytes
+        self._deadlines = BodyDeadlines(body_timeout_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,8 +72,9 @@ class WebhookApp:
             await self._inject(scope, receive, send)
         elif path in ("/ready", "/metrics"):
             if method not in ("GET", "HEAD"):
-                await _respond(send, 405, b"method not allowed\n", close=_has_body(scope),
-                               allow=b"GET, HEAD")
+                await _respond(
+                    send, 405, b"method not allowed\n", close=_has_body(scope), allow=b"GET, HEAD"
+                )
             elif path == "/ready":
                 await _respond(send, 200, b"ok\n")
             else:
@@ -81,27 +90,33 @@ class WebhookApp:
 
     async def _serve_inject(
         self, scope: Scope, receive: Receive, send: Send
-    ) -> tuple[str | None, str]:
+    ) -> tuple[ResultKind | None, str]:
         """Answer one injection request; returns (result kind, reason) for the metrics."""
         if scope["method"] != "POST":
-            await _respond(send, 405, b"method not allowed\n", close=_has_body(scope),
-                           allow=b"POST")
+            await _respond(
+                send, 405, b"method not allowed\n", close=_has_body(scope), allow=b"POST"
+            )
             return "rejected", "method-not-allowed"
         headers = _headers(scope)
         if not _is_json(headers.get(b"content-type")):
-            await _respond(send, 415, b"invalid Content-Type, want application/json\n",
-                           close=_has_body(scope))
+            await _respond(
+                send, 415, b"invalid Content-Type, want application/json\n", close=_has_body(scope)
+            )
             return "rejected", "unsupported-media-type"
         declared = _content_length(headers.get(b"content-length"))
         if declared is not None and declared > self.max_body_bytes:
             await _respond(send, 413, self._too_large(), close=True)
             return "rejected", "body-too-large"
-        body = await self._read_body(receive)
-        if body is None:
+        body = await self._read_body_in_time(receive)
+        if body is _BodyProblem.TOO_LARGE:
             await _respond(send, 413, self._too_large(), close=True)
             return "rejected", "body-too-large"
-        if isinstance(body, _Disconnected):
+        if body is _BodyProblem.TIMED_OUT:
+            await _respond(send, 408, b"request body not received in time\n", close=True)
+            return "rejected", "body-timeout"
+        if body is _BodyProblem.DISCONNECTED:
             return None, ""  # the client went away; there is nobody to answer
+        assert isinstance(body, bytes)
         if not body:
             await _respond(send, 400, b"no body found\n")
             return "rejected", "empty-body"
@@ -112,19 +127,33 @@ class WebhookApp:
         await _respond(send, result.status, result.body, content_type=content_type)
         return result.kind, result.code
 
-    async def _read_body(self, receive: Receive) -> bytes | _Disconnected | None:
-        """The whole body, None when it passes the limit, or _Disconnected."""
+    async def _read_body_in_time(self, receive: Receive) -> bytes | _BodyProblem:
+        """`_read_body`, given up after `body_timeout_seconds` (a client stalling mid-body)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines.start(task)
+        try:
+            return await self._read_body(receive)
+        except asyncio.CancelledError:
+            if not self._deadlines.expired(task):
+                raise  # cancelled by someone else (server shutdown): let it through
+            task.uncancel()
+            return _BodyProblem.TIMED_OUT
+        finally:
+            self._deadlines.finish(task)
+
+    async def _read_body(self, receive: Receive) -> bytes | _BodyProblem:
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return _DISCONNECTED
+                return _BodyProblem.DISCONNECTED
             chunk: bytes = message.get("body", b"")
             if chunk:
                 size += len(chunk)
                 if size > self.max_body_bytes:
-                    return None
+                    return _BodyProblem.TOO_LARGE
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -133,11 +162,10 @@ class WebhookApp:
         return f"request body larger than {self.max_body_bytes} bytes\n".encode()
 
 
-class _Disconnected:
-    """Marker: the client disconnected before the body was complete."""
-
-
-_DISCONNECTED: Final = _Disconnected()
+class _BodyProblem(enum.Enum):
+    TOO_LARGE = "too large"
+    TIMED_OUT = "timed out"
+    DISCONNECTED = "disconnected"
 
 
 def _log_result(result: ReviewResult) -> None:
