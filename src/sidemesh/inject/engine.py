@@ -7,6 +7,7 @@ Outcome whose reason names what to fix.
 
 from __future__ import annotations
 
+import base64
 import logging
 from pathlib import Path
 from typing import Any
@@ -267,4 +268,5 @@ class Injector:
         return Outcome(
             "injected", decision.code, decision.reason, revision,
             patch=patch, pod=injected, warnings=decision.warnings,
+            patch_base64=base64.b64encode(patch).decode("ascii"),
         )  # fmt: skip

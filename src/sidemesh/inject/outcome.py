@@ -21,6 +21,8 @@ class Outcome:
     patch: bytes | None = None  # RFC 6902 JSON Patch, UTF-8 JSON; only when injected
     pod: dict[str, Any] | None = field(default=None, repr=False)  # the injected pod
     warnings: tuple[str, ...] = ()
+    # The patch as AdmissionReview carries it; computed once, since outcomes are memoised.
+    patch_base64: str | None = field(default=None, repr=False)
 
     @property
     def allowed(self) -> bool:

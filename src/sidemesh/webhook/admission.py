@@ -170,7 +170,7 @@ def _answer(api_version: str, uid: str, outcome: Outcome) -> ReviewResult:
         response["result"] = {"message": outcome.reason}
     elif outcome.kind == "injected" and outcome.patch is not None:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(outcome.patch).decode("ascii")
+        response["patch"] = outcome.patch_base64 or base64.b64encode(outcome.patch).decode("ascii")
     if outcome.warnings:
         response["warnings"] = list(outcome.warnings)
     return ReviewResult(200, _envelope(api_version, response), outcome.kind, outcome.code)
