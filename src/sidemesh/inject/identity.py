@@ -2,7 +2,7 @@
 
 Pods created by a ReplicaSet carry the pod-template-hash in the ReplicaSet's name; stripping it
 gives the Deployment, which is what users see in dashboards. Jobs created by a CronJob end in
-`-<digits>`.
+`-<8 to 10 digits>`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 
 from sidemesh.api import names
 
-_CRONJOB_SUFFIX = re.compile(r"^(.+)-\d+$")
+# A CronJob names its Jobs `<cronjob>-<scheduled time in minutes>`; Istio matches 8-10 digits
+# so that a hand-made Job such as `backup-2` stays a Job.
+_CRONJOB_SUFFIX = re.compile(r"^(.+)-\d{8,10}$")
 
 
 @dataclass(frozen=True, slots=True)

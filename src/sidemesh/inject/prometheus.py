@@ -12,6 +12,7 @@ import orjson
 from sidemesh.api import names
 
 MERGED_PATH = "/stats/prometheus"
+_FALSE = frozenset({"false", "False", "FALSE", "f", "F", "0"})
 _KEYS = (
     ("scrape", names.ANNOTATION_PROMETHEUS_SCRAPE),
     ("path", names.ANNOTATION_PROMETHEUS_PATH),
@@ -23,7 +24,8 @@ def merge_annotations(
     annotations: Mapping[str, str], status_port: int
 ) -> tuple[dict[str, str], str] | None:
     """New annotations and the env value, or None when the pod opted out of scraping."""
-    if annotations.get(names.ANNOTATION_PROMETHEUS_SCRAPE) == "false" or not status_port:
+    # Every spelling of false that Go's ParseBool accepts (as Istio reads it) opts out.
+    if annotations.get(names.ANNOTATION_PROMETHEUS_SCRAPE) in _FALSE or not status_port:
         return None
     original = {key: annotations[name] for key, name in _KEYS if name in annotations}
     merged = dict(annotations)
