@@ -21,6 +21,8 @@ _COMMANDS: dict[str, str] = {
     "tag": "sidemesh.cli.tag:tag",
     "analyze": "sidemesh.cli.analyze:analyze",
     "injector": "sidemesh.cli.injector:injector",
+    "local": "sidemesh.cli.local:local",
+    "demo": "sidemesh.cli.demo:demo",
 }
 
 
