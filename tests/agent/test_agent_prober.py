@@ -1,0 +1,149 @@
+"""The app prober against real local servers: HTTP, HTTPS, TCP, gRPC; success, failure, timeout."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from local_servers import (
+    HttpBehaviour,
+    closed_port,
+    grpc_health_server,
+    http_server,
+    self_signed_context,
+    tcp_server,
+    unanswered_port,
+)
+
+from sidemesh.agent.metrics import AgentMetrics
+from sidemesh.agent.prober import (
+    Prober,
+    decode_health_status,
+    encode_health_request,
+    run_probe,
+)
+from sidemesh.agent.probes import AppProbe, GrpcProbe, HttpProbe, TcpProbe
+
+HOST = "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("status", "success"),
+    [(200, True), (204, True), (302, True), (399, True), (404, False), (500, False)],
+)
+async def test_http_status_decides(status: int, success: bool) -> None:
+    behaviour = HttpBehaviour(status=status, body=b"" if status == 204 else b"ok")
+    async with http_server(behaviour) as port:
+        result = await run_probe(AppProbe(HttpProbe(port=port, path="/ready")), default_host=HOST)
+    assert result.success is success
+    assert result.detail == f"HTTP {status}"
+    assert behaviour.requests[0].path == "/ready"
+
+
+async def test_http_sends_the_probes_headers() -> None:
+    behaviour = HttpBehaviour()
+    probe = HttpProbe(port=0, path="/h?x=1", headers=(("Host", "app.example"), ("X-A", "b")))
+    async with http_server(behaviour) as port:
+        probe = HttpProbe(port=port, path=probe.path, headers=probe.headers)
+        assert (await run_probe(AppProbe(probe), default_host=HOST)).success
+    request = behaviour.requests[0]
+    assert request.path == "/h?x=1"
+    assert request.headers["host"] == "app.example"
+    assert request.headers["x-a"] == "b"
+    assert request.headers["user-agent"].startswith("kube-probe/")
+
+
+async def test_https_does_not_verify_the_certificate(tmp_path: Path) -> None:
+    behaviour = HttpBehaviour()
+    async with http_server(behaviour, tls=self_signed_context(tmp_path)) as port:
+        result = await run_probe(AppProbe(HttpProbe(port=port, scheme="HTTPS")), default_host=HOST)
+    assert result.success, result.detail
+
+
+async def test_http_against_https_server_fails(tmp_path: Path) -> None:
+    async with http_server(HttpBehaviour(), tls=self_signed_context(tmp_path)) as port:
+        result = await run_probe(AppProbe(HttpProbe(port=port)), default_host=HOST)
+    assert not result.success
+
+
+async def test_http_refused_connection_fails() -> None:
+    result = await run_probe(AppProbe(HttpProbe(port=closed_port())), default_host=HOST)
+    assert not result.success
+
+
+async def test_http_timeout_is_honoured() -> None:
+    async with http_server(HttpBehaviour(delay=5)) as port:
+        started = time.monotonic()
+        result = await run_probe(AppProbe(HttpProbe(port=port), timeout=0.3), default_host=HOST)
+        elapsed = time.monotonic() - started
+    assert not result.success
+    assert "0.3s" in result.detail
+    assert elapsed < 3  # bounded by the probe's timeout, not the server's delay
+
+
+async def test_tcp() -> None:
+    async with tcp_server() as port:
+        assert (await run_probe(AppProbe(TcpProbe(port=port)), default_host=HOST)).success
+    assert not (await run_probe(AppProbe(TcpProbe(port=closed_port())), default_host=HOST)).success
+
+
+async def test_tcp_timeout_is_honoured() -> None:
+    with unanswered_port() as port:
+        started = time.monotonic()
+        result = await run_probe(AppProbe(TcpProbe(port=port), timeout=0.3), default_host=HOST)
+        elapsed = time.monotonic() - started
+    assert not result.success
+    assert "0.3s" in result.detail
+    assert elapsed < 3
+
+
+@pytest.mark.parametrize(
+    ("service", "success"),
+    [("", True), ("ok", True), ("down", False), ("unknown", False), ("missing", False)],
+)
+async def test_grpc_health(service: str, success: bool) -> None:
+    async with grpc_health_server({"": 1, "ok": 1, "down": 2, "unknown": 0}) as port:
+        result = await run_probe(AppProbe(GrpcProbe(port=port, service=service)), default_host=HOST)
+    assert result.success is success, result.detail
+
+
+async def test_grpc_timeout_is_honoured() -> None:
+    async with grpc_health_server({"": 1}, delay=5) as port:
+        started = time.monotonic()
+        result = await run_probe(AppProbe(GrpcProbe(port=port), timeout=0.3), default_host=HOST)
+        elapsed = time.monotonic() - started
+    assert not result.success
+    assert "DEADLINE_EXCEEDED" in result.detail
+    assert elapsed < 3
+
+
+async def test_grpc_nothing_listening() -> None:
+    result = await run_probe(AppProbe(GrpcProbe(port=closed_port())), default_host=HOST)
+    assert not result.success
+
+
+def test_health_messages_by_hand() -> None:
+    assert encode_health_request("") == b""
+    assert encode_health_request("svc") == b"\x0a\x03svc"
+    long_name = "s" * 200
+    assert encode_health_request(long_name)[:3] == b"\x0a\xc8\x01"
+    assert decode_health_status(b"") == 0
+    assert decode_health_status(b"\x08\x01") == 1
+    assert decode_health_status(b"\x12\x02hi\x08\x02") == 2  # unknown fields are skipped
+    with pytest.raises(ValueError):
+        decode_health_status(b"\x08")
+
+
+async def test_prober_counts_results() -> None:
+    metrics = AgentMetrics()
+    async with tcp_server() as port:
+        prober = Prober(
+            {"/app-health/web/livez": AppProbe(TcpProbe(port=port))},
+            default_host=HOST,
+            metrics=metrics,
+        )
+        assert prober.knows("/app-health/web/livez")
+        assert not prober.knows("/app-health/web/readyz")
+        assert (await prober.check("/app-health/web/livez")).success
+    assert metrics.probe_results[("/app-health/web/livez", "success")] == 1
