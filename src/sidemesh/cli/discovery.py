@@ -8,6 +8,7 @@ a server that denies every pod.
 
 from __future__ import annotations
 
+import gc
 import logging
 import ssl
 from pathlib import Path
@@ -47,6 +48,7 @@ def discovery(
     """Run the control plane: the sidecar injection webhook over HTTPS."""
     # Imported here so that `sidemesh --help` does not load the engine or uvicorn.
     from sidemesh.inject.engine import Injector
+    from sidemesh.inject.template import TemplateError
     from sidemesh.webhook.app import WebhookApp
     from sidemesh.webhook.server import serve_https
     from sidemesh.webhook.tls import build_server_context
@@ -58,7 +60,7 @@ def discovery(
             mesh_config=mesh_config,
             values=values,
         )
-    except ConfigError as exc:
+    except (ConfigError, TemplateError) as exc:
         _fail(str(exc))
     try:
         context = build_server_context(tls_cert_file, tls_key_file)
@@ -68,6 +70,9 @@ def discovery(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log.info("sidecar injection webhook starting: revision=%s port=%d", revision, port)
+    # Everything loaded so far lives as long as the process: keep the cyclic collector from
+    # rescanning it on every collection of the request path's short-lived objects.
+    gc.freeze()
     serve_https(
         WebhookApp(injector),
         host=host,
