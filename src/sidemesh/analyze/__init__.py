@@ -1,0 +1,1 @@
+"""Looking at a cluster: analyzers, injector list and live check-inject over a snapshot."""

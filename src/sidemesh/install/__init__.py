@@ -1,0 +1,1 @@
+"""What `sidemesh install` creates, as pure data: values, manifests, webhooks, tags."""

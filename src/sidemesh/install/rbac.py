@@ -1,0 +1,127 @@
+"""The control plane's identity and its least-privilege RBAC, per revision.
+
+Only what the control plane does is granted:
+
+* read namespaces, services, pods and endpointslices (the registry, injection decisions);
+* create tokenreviews (authenticating sidecars' CSRs);
+* get/list/watch/patch mutatingwebhookconfigurations (keeping `caBundle` current). RBAC cannot
+  filter by label, so this covers every such configuration; the control plane itself only
+  patches those labelled `istio.io/rev=<its revision>` (its own and its tags').
+  `resourceNames` cannot help either: tags are created after install with names not known now;
+* configmaps in every namespace (publishing `istio-ca-root-cert`); `create` cannot be limited
+  by name, so the verbs cover all configmaps;
+* secrets and leases in istio-system only (CA and webhook certificate; leader election), via a
+  Role, not a ClusterRole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidemesh.install import naming
+
+RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
+
+CLUSTER_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [""],
+        "resources": ["namespaces", "services", "pods"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["discovery.k8s.io"],
+        "resources": ["endpointslices"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["authentication.k8s.io"],
+        "resources": ["tokenreviews"],
+        "verbs": ["create"],
+    },
+    {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["mutatingwebhookconfigurations"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "verbs": ["get", "list", "watch", "create", "update", "patch"],
+    },
+]
+
+NAMESPACE_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "verbs": ["get", "list", "watch", "create", "update", "patch"],
+    },
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["get", "create", "update", "patch"],
+    },
+]
+
+
+def _metadata(name: str, revision: str, *, namespaced: bool) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "labels": naming.install_labels(revision)}
+    if namespaced:
+        metadata["namespace"] = naming.NAMESPACE
+    return metadata
+
+
+def _subject(revision: str) -> dict[str, Any]:
+    return {
+        "kind": "ServiceAccount",
+        "name": naming.service_account_name(revision),
+        "namespace": naming.NAMESPACE,
+    }
+
+
+def service_account(revision: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(naming.service_account_name(revision), revision, namespaced=True),
+    }
+
+
+def cluster_role(revision: str) -> dict[str, Any]:
+    return {
+        "apiVersion": RBAC_API_VERSION,
+        "kind": "ClusterRole",
+        "metadata": _metadata(naming.cluster_role_name(revision), revision, namespaced=False),
+        "rules": [dict(rule) for rule in CLUSTER_RULES],
+    }
+
+
+def cluster_role_binding(revision: str) -> dict[str, Any]:
+    name = naming.cluster_role_name(revision)
+    return {
+        "apiVersion": RBAC_API_VERSION,
+        "kind": "ClusterRoleBinding",
+        "metadata": _metadata(name, revision, namespaced=False),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [_subject(revision)],
+    }
+
+
+def role(revision: str) -> dict[str, Any]:
+    return {
+        "apiVersion": RBAC_API_VERSION,
+        "kind": "Role",
+        "metadata": _metadata(naming.role_name(revision), revision, namespaced=True),
+        "rules": [dict(rule) for rule in NAMESPACE_RULES],
+    }
+
+
+def role_binding(revision: str) -> dict[str, Any]:
+    name = naming.role_name(revision)
+    return {
+        "apiVersion": RBAC_API_VERSION,
+        "kind": "RoleBinding",
+        "metadata": _metadata(name, revision, namespaced=True),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [_subject(revision)],
+    }

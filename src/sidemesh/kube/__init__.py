@@ -1,0 +1,1 @@
+"""Kubernetes access: apply, watches, webhook certificates and caBundle, tags, leases."""
