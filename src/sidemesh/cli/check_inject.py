@@ -1,6 +1,9 @@
-"""`sidemesh check-inject -f FILE`: would these workloads be injected, by whom, and why."""
+"""`sidemesh check-inject`: would these workloads be injected, by whom, and why — for manifest
+files, or for live objects in a cluster."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 import orjson
@@ -8,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sidemesh.cli.install import cluster_options, run_against_cluster
 from sidemesh.cli.manifests import parse_labels, read_documents
 from sidemesh.inject.check import CheckResult, check_object
 from sidemesh.inject.settings import InjectorSettings
@@ -31,8 +35,10 @@ def _entries(revisions: tuple[str, ...], tags: tuple[str, ...]) -> list[WebhookE
 
 
 @click.command("check-inject")
-@click.option("-f", "--filename", "source", required=True, help="Manifest file, or - for stdin.")
-@click.option("--namespace-labels", default="", help="Labels of the namespace, k=v,k2=v2.")
+@click.argument("target", required=False)
+@click.option("-f", "--filename", "source", help="Manifest file, or - for stdin (no cluster).")
+@click.option("-l", "--selector", default=None, help="Live: pods matching this label selector.")
+@click.option("--namespace-labels", default="", help="With -f: labels of the namespace, k=v,….")
 @click.option(
     "-n", "--namespace", default=None, help="Namespace (default: each object's own, else default)."
 )
@@ -40,11 +46,9 @@ def _entries(revisions: tuple[str, ...], tags: tuple[str, ...]) -> list[WebhookE
     "--revision",
     "revisions",
     multiple=True,
-    help="Installed revision (repeatable; default: default).",
+    help="With -f: installed revision (repeatable; default: default).",
 )
-@click.option(
-    "--tag", "tags", multiple=True, help="Installed revision tag, TAG=REVISION (repeatable)."
-)
+@click.option("--tag", "tags", multiple=True, help="With -f: installed revision tag, TAG=REVISION.")
 @click.option(
     "-o",
     "--output",
@@ -53,11 +57,50 @@ def _entries(revisions: tuple[str, ...], tags: tuple[str, ...]) -> list[WebhookE
     default="table",
     show_default=True,
 )
+@cluster_options
 def check_inject(
-    source: str, namespace_labels: str, namespace: str | None,
-    revisions: tuple[str, ...], tags: tuple[str, ...], output: str,
+    target: str | None, source: str | None, selector: str | None, namespace_labels: str,
+    namespace: str | None, revisions: tuple[str, ...], tags: tuple[str, ...], output: str,
+    kubeconfig: Path | None, context: str | None,
 ) -> None:  # fmt: skip
-    """For each workload in FILE: would it be injected, by which revision, and why."""
+    """Would these workloads be injected, by which revision, and why.
+
+    With -f FILE, the manifests are checked against the given namespace labels and installed
+    revisions. Otherwise `[KIND/]NAME -n NS` or `-l SELECTOR -n NS` is checked against the
+    live cluster's webhook configurations, namespace and pod labels; it fails if two webhooks
+    would inject the same pod.
+    """
+    if source is not None:
+        if target is not None or selector is not None:
+            raise click.UsageError("give either -f FILE or a live [KIND/]NAME / -l SELECTOR")
+        results = _check_file(source, namespace_labels, namespace, revisions, tags)
+        conflicts: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    else:
+        from sidemesh.analyze.live_check import check_inject_live
+
+        live = run_against_cluster(
+            kubeconfig,
+            context,
+            lambda client: check_inject_live(
+                client, target=target, namespace=namespace or "default", selector=selector
+            ),
+        )
+        results, conflicts = list(live.results), live.conflicts
+    _print(results, output)
+    if conflicts:
+        for name, configurations in conflicts:
+            click.echo(
+                f"error: {name} would be injected by more than one webhook: "
+                + ", ".join(configurations),
+                err=True,
+            )
+        raise SystemExit(1)
+
+
+def _check_file(
+    source: str, namespace_labels: str, namespace: str | None,
+    revisions: tuple[str, ...], tags: tuple[str, ...],
+) -> list[CheckResult]:  # fmt: skip
     labels = parse_labels(namespace_labels)
     installed = revisions or ("default",)
     entries = _entries(installed, tags)
@@ -71,6 +114,10 @@ def check_inject(
             )  # fmt: skip
             if result is not None:
                 results.append(result)
+    return results
+
+
+def _print(results: list[CheckResult], output: str) -> None:
     if output == "json":
         click.echo(
             orjson.dumps([r.as_dict() for r in results], option=orjson.OPT_INDENT_2).decode()

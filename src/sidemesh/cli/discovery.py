@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -34,6 +35,12 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--mesh-config", type=_FILE, help="MeshConfig (YAML).")
 @click.option("--values", type=_FILE, help="Injector values (YAML).")
 @click.option("--revision", default="default", show_default=True, help="Control-plane revision.")
+@click.option(
+    "--kube",
+    is_flag=True,
+    help="In a cluster: own the webhook certificate (in a Secret), keep caBundle correct, "
+    "elect a leader for these duties.",
+)
 def discovery(
     *,
     tls_cert_file: Path,
@@ -44,6 +51,7 @@ def discovery(
     mesh_config: Path | None,
     values: Path | None,
     revision: str,
+    kube: bool,
 ) -> None:
     """Run the control plane: the sidecar injection webhook over HTTPS."""
     # Imported here so that `sidemesh --help` does not load the engine or uvicorn.
@@ -62,6 +70,17 @@ def discovery(
         )
     except (ConfigError, TemplateError) as exc:
         _fail(str(exc))
+    extra_metrics: tuple[Callable[[], bytes], ...] = ()
+    if kube:
+        # Returns once the serving pair exists in the files below (created or loaded from the
+        # cluster); the duties then run on their own thread, retrying while the API is away.
+        from sidemesh.kube.duties import DutySettings, start_cluster_duties
+        from sidemesh.kube.metrics import KUBE_METRICS
+
+        start_cluster_duties(
+            DutySettings(revision=revision, cert_file=tls_cert_file, key_file=tls_key_file)
+        )
+        extra_metrics = (KUBE_METRICS.render,)
     try:
         context = build_server_context(tls_cert_file, tls_key_file)
     except OSError as exc:  # includes ssl.SSLError
@@ -74,7 +93,7 @@ def discovery(
     # rescanning it on every collection of the request path's short-lived objects.
     gc.freeze()
     serve_https(
-        WebhookApp(injector),
+        WebhookApp(injector, extra_metrics=extra_metrics),
         host=host,
         port=port,
         cert_file=tls_cert_file,

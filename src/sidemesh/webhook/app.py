@@ -55,11 +55,13 @@ class WebhookApp:
         admitter: Admitter,
         *,
         metrics: InjectionMetrics | None = None,
+        extra_metrics: tuple[Callable[[], bytes], ...] = (),
         max_body_bytes: int = MAX_BODY_BYTES,
         body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
     ) -> None:
         self.admitter = admitter
         self.metrics = metrics if metrics is not None else InjectionMetrics()
+        self.extra_metrics = extra_metrics  # other components' Prometheus text, appended
         self.max_body_bytes = max_body_bytes
         self._deadlines = BodyDeadlines(body_timeout_seconds)
 
@@ -78,7 +80,8 @@ class WebhookApp:
             elif path == "/ready":
                 await _respond(send, 200, b"ok\n")
             else:
-                await _respond(send, 200, self.metrics.render(), content_type=_PROMETHEUS)
+                text = b"".join([self.metrics.render(), *(m() for m in self.extra_metrics)])
+                await _respond(send, 200, text, content_type=_PROMETHEUS)
         else:
             await _respond(send, 404, b"not found\n", close=_has_body(scope))
 
