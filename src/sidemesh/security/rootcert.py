@@ -1,0 +1,107 @@
+"""Publish the mesh's trusted roots as ConfigMap `istio-ca-root-cert` in every namespace.
+
+Sidecars mount it (volume `istiod-ca-cert`) to verify the control plane before they have a
+certificate of their own. A namespace that appears gets it; a ConfigMap that is edited or
+deleted is put back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sidemesh.api import names
+from sidemesh.security.store import status_code
+
+log = logging.getLogger("sidemesh.security.rootcert")
+
+ROOT_CERT_KEY = "root-cert.pem"
+RETRY_SECONDS = 5.0
+
+
+async def reconcile_namespace(client: Any, namespace: str, root_pem: str) -> str:
+    """Make the namespace's ConfigMap hold `root_pem`; returns what was done."""
+    from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.core_v1 import ConfigMap
+
+    name = names.CONFIGMAP_CA_ROOT
+    try:
+        current = await client.get(ConfigMap, name, namespace=namespace)
+    except Exception as exc:
+        if status_code(exc) != 404:
+            raise
+        current = None
+    if current is None:
+        config_map = ConfigMap(
+            metadata=ObjectMeta(name=name, namespace=namespace,
+                                labels={"istio.io/config": "true"}),
+            data={ROOT_CERT_KEY: root_pem},
+        )  # fmt: skip
+        try:
+            await client.create(config_map)
+        except Exception as exc:
+            if status_code(exc) == 409:
+                return "exists"
+            raise
+        return "created"
+    if (current.data or {}).get(ROOT_CERT_KEY) == root_pem:
+        return "unchanged"
+    await client.patch(ConfigMap, name, {"data": {ROOT_CERT_KEY: root_pem}}, namespace=namespace)
+    return "updated"
+
+
+async def publish_root_cert(client: Any, root_pem: str) -> None:
+    """Keep every namespace's ConfigMap current, forever (cancel to stop)."""
+    await asyncio.gather(
+        _follow_namespaces(client, root_pem), _follow_config_maps(client, root_pem)
+    )
+
+
+async def _follow_namespaces(client: Any, root_pem: str) -> None:
+    from lightkube.resources.core_v1 import Namespace
+
+    while True:
+        try:
+            async for event, namespace in client.watch(Namespace):
+                if event in ("ADDED", "MODIFIED") and _active(namespace):
+                    await _reconcile_logged(client, namespace.metadata.name, root_pem)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("namespace watch failed (%s); retrying", type(exc).__name__)
+        await asyncio.sleep(RETRY_SECONDS)
+
+
+async def _follow_config_maps(client: Any, root_pem: str) -> None:
+    from lightkube.resources.core_v1 import ConfigMap
+
+    selector = {"metadata.name": names.CONFIGMAP_CA_ROOT}
+    while True:
+        try:
+            async for event, config_map in client.watch(ConfigMap, namespace="*", fields=selector):
+                if config_map.metadata.name != names.CONFIGMAP_CA_ROOT:
+                    continue
+                drifted = (config_map.data or {}).get(ROOT_CERT_KEY) != root_pem
+                if event == "DELETED" or drifted:
+                    await _reconcile_logged(client, config_map.metadata.namespace, root_pem)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("configmap watch failed (%s); retrying", type(exc).__name__)
+        await asyncio.sleep(RETRY_SECONDS)
+
+
+def _active(namespace: Any) -> bool:
+    status = namespace.status
+    return not (status is not None and status.phase == "Terminating")
+
+
+async def _reconcile_logged(client: Any, namespace: str, root_pem: str) -> None:
+    try:
+        outcome = await reconcile_namespace(client, namespace, root_pem)
+    except Exception as exc:
+        log.warning("cannot publish the root cert in %s: %s", namespace, type(exc).__name__)
+        return
+    if outcome != "unchanged":
+        log.info("%s %s/%s", outcome, namespace, names.CONFIGMAP_CA_ROOT)

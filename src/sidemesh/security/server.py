@@ -1,0 +1,121 @@
+"""The CSR service (`istio.v1.auth.IstioCertificateService/CreateCertificate`) over grpc.aio.
+
+Served by the control plane on :15012 next to xDS. The caller proves who it is with its
+service-account token; the CSR's only identity must be that caller's SPIFFE id.
+"""
+
+# mypy: disable-error-code="import-untyped"
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from sidemesh.security import protocol
+from sidemesh.security.authn import AuthenticationError, Authenticator
+from sidemesh.security.ca import CertificateAuthority, CsrError
+from sidemesh.security.identity import SpiffeId
+
+log = logging.getLogger("sidemesh.security.server")
+
+
+@dataclass
+class CaMetrics:
+    """Istio's citadel_server_* counters; refusals by reason code."""
+
+    csr_requests: int = 0
+    signed: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+
+    def refuse(self, code: str) -> None:
+        self.refused[code] = self.refused.get(code, 0) + 1
+
+    def render(self) -> list[str]:
+        lines = [
+            "# TYPE citadel_server_csr_count counter",
+            f"citadel_server_csr_count {self.csr_requests}",
+            "# TYPE citadel_server_success_cert_issuance_count counter",
+            f"citadel_server_success_cert_issuance_count {self.signed}",
+            "# TYPE citadel_server_csr_refused_count counter",
+        ]
+        lines += [
+            f'citadel_server_csr_refused_count{{reason="{reason}"}} {count}'
+            for reason, count in sorted(self.refused.items())
+        ]
+        return lines
+
+
+class CertificateService:
+    def __init__(
+        self,
+        *,
+        ca: CertificateAuthority,
+        authenticator: Authenticator,
+        metrics: CaMetrics | None = None,
+        clock: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
+        self.ca = ca
+        self.authenticator = authenticator
+        self.metrics = metrics or CaMetrics()
+        self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        method = grpc.unary_unary_rpc_method_handler(
+            self.create_certificate,
+            request_deserializer=protocol.CertificateRequest.FromString,
+            response_serializer=lambda message: message.SerializeToString(),
+        )
+        return grpc.method_handlers_generic_handler(protocol.SERVICE, {"CreateCertificate": method})
+
+    async def create_certificate(self, request: Any, context: aio.ServicerContext) -> Any:
+        self.metrics.csr_requests += 1
+        token = _bearer_token(context.invocation_metadata() or ())
+        if token is None:
+            await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "no_token",
+                               "no 'authorization: Bearer <token>' metadata")  # fmt: skip
+        try:
+            caller = await self.authenticator.authenticate(token or "")
+        except AuthenticationError as exc:
+            await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "authentication",
+                               f"authentication failed: {exc}")  # fmt: skip
+            raise  # unreachable: abort raises
+        identity = SpiffeId(self.ca.trust_domain, caller.namespace, caller.service_account)
+        ttl = (
+            datetime.timedelta(seconds=request.validity_duration)
+            if request.validity_duration > 0
+            else None
+        )
+        try:
+            chain = self.ca.sign_csr(request.csr, identity=identity, now=self.clock(), ttl=ttl)
+        except CsrError as exc:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "csr_invalid",
+                               f"invalid CSR: {exc}")  # fmt: skip
+            raise
+        except PermissionError as exc:
+            await self._refuse(context, grpc.StatusCode.PERMISSION_DENIED, "identity", str(exc))
+            raise
+        self.metrics.signed += 1
+        log.info("signed a certificate for %s", identity.uri)
+        return protocol.CertificateResponse(cert_chain=chain)
+
+    async def _refuse(
+        self, context: aio.ServicerContext, code: grpc.StatusCode, reason: str, message: str
+    ) -> None:
+        self.metrics.refuse(reason)
+        log.warning("CSR refused (%s): %s", reason, message)
+        await context.abort(code, message)
+
+
+def _bearer_token(metadata: Any) -> str | None:
+    for key, value in metadata:
+        if key == protocol.AUTHORIZATION_HEADER and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None

@@ -1,0 +1,168 @@
+"""The mesh model: an immutable, typed snapshot of what the registries know.
+
+Everything the xDS generator reads is here, as frozen dataclasses and tuples, so a snapshot can
+be shared by every connection without locks and pieces of it can key caches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import Literal
+
+from sidemesh.api import names
+
+Protocol = Literal["HTTP", "HTTP2", "GRPC", "TCP"]
+MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
+OutboundPolicy = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
+
+# Istio's port-name prefixes (`<protocol>[-<suffix>]`) and appProtocol values. TLS-ish and
+# database protocols are proxied as opaque TCP; unknown ones too (Istio would sniff them).
+_PROTOCOLS: Mapping[str, Protocol] = {
+    "http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "grpc-web": "HTTP",
+    "h2c": "HTTP2", "kubernetes.io/h2c": "HTTP2", "kubernetes.io/ws": "HTTP",
+    "tcp": "TCP", "https": "TCP", "tls": "TCP", "mongo": "TCP", "mysql": "TCP", "redis": "TCP",
+}  # fmt: skip
+
+
+def port_protocol(name: str, app_protocol: str | None = None) -> Protocol:
+    """Istio's rule: appProtocol if set and known, else the port name's prefix, else TCP."""
+    if app_protocol:
+        known = _PROTOCOLS.get(app_protocol.lower())
+        if known is not None:
+            return known
+    lowered = name.lower()
+    if lowered in _PROTOCOLS:
+        return _PROTOCOLS[lowered]
+    prefix, dash, _ = lowered.partition("-")
+    return _PROTOCOLS.get(prefix, "TCP") if dash else "TCP"
+
+
+def is_http(protocol: Protocol) -> bool:
+    return protocol != "TCP"
+
+
+@dataclass(frozen=True, order=True)
+class ServicePort:
+    port: int
+    name: str = ""
+    protocol: Protocol = "TCP"
+    target_port: int | str | None = None  # number, a container port name, or None (= port)
+
+
+@dataclass(frozen=True, order=True)
+class Service:
+    namespace: str
+    name: str
+    vip: str | None  # None for headless services
+    ports: tuple[ServicePort, ...]
+    domain: str = "cluster.local"
+
+    @property
+    def hostname(self) -> str:
+        return f"{self.name}.{self.namespace}.svc.{self.domain}"
+
+    def port(self, number: int) -> ServicePort | None:
+        return next((p for p in self.ports if p.port == number), None)
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    """One address serving one port of one service (a Pod, a WorkloadEntry, a raw address)."""
+
+    address: str
+    port: int  # the port the workload listens on (target port)
+    service_port: int
+    ready: bool = True
+    service_account: str = "default"
+    namespace: str = ""
+    workload_name: str = ""
+    has_sidecar: bool = False  # label security.istio.io/tlsMode=istio
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label_map(self) -> Mapping[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True)
+class PeerAuthentication:
+    """Istio's PeerAuthentication: mesh-wide (root namespace, no selector), per namespace, or
+    per workload (selector); `port_modes` only apply to workload-selecting policies."""
+
+    namespace: str
+    name: str
+    mode: MtlsMode | None  # None = UNSET: inherit from the parent level
+    selector: tuple[tuple[str, str], ...] | None = None
+    port_modes: tuple[tuple[int, MtlsMode], ...] = ()
+
+    def selects(self, labels: Mapping[str, str]) -> bool:
+        return self.selector is not None and all(labels.get(k) == v for k, v in self.selector)
+
+
+@dataclass(frozen=True)
+class MeshSnapshot:
+    version: int
+    services: tuple[Service, ...] = ()
+    # service hostname → its endpoints, for every port
+    endpoints: Mapping[str, tuple[Endpoint, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    peer_authentications: tuple[PeerAuthentication, ...] = ()
+    outbound_policy: OutboundPolicy = "ALLOW_ANY"
+    trust_domain: str = names.TRUST_DOMAIN
+    root_namespace: str = names.CONTROL_PLANE_NAMESPACE
+    changed: frozenset[str] = frozenset()  # "Kind/namespace/name" since the previous snapshot
+
+    @cached_property
+    def services_by_host(self) -> Mapping[str, Service]:
+        return {s.hostname: s for s in self.services}
+
+    @cached_property
+    def instances_by_address(self) -> Mapping[str, tuple[tuple[Service, Endpoint], ...]]:
+        """Which (service, endpoint) pairs live at an address: a proxy's inbound side."""
+        found: dict[str, list[tuple[Service, Endpoint]]] = {}
+        for service in self.services:
+            for endpoint in self.endpoints.get(service.hostname, ()):
+                found.setdefault(endpoint.address, []).append((service, endpoint))
+        return {address: tuple(pairs) for address, pairs in found.items()}
+
+    def endpoints_for(self, hostname: str, service_port: int) -> tuple[Endpoint, ...]:
+        return tuple(e for e in self.endpoints.get(hostname, ()) if e.service_port == service_port)
+
+    def mtls_mode(self, namespace: str, labels: Mapping[str, str], port: int | None) -> MtlsMode:
+        """The effective PeerAuthentication mode of a workload (and port), Istio's precedence:
+        workload selector > namespace > mesh (root namespace) > PERMISSIVE. The oldest policy
+        wins among several at one level, as in Istio (we take the first by name)."""
+        workload = sorted(
+            (
+                p
+                for p in self.peer_authentications
+                if p.namespace == namespace and p.selects(labels)
+            ),
+            key=lambda p: p.name,
+        )
+        namespace_wide = sorted(
+            (p for p in self.peer_authentications
+             if p.namespace == namespace and p.selector is None),
+            key=lambda p: p.name,
+        )  # fmt: skip
+        mesh = sorted(
+            (p for p in self.peer_authentications
+             if p.namespace == self.root_namespace and p.selector is None),
+            key=lambda p: p.name,
+        )  # fmt: skip
+        if workload and port is not None:
+            port_mode = dict(workload[0].port_modes).get(port)
+            if port_mode is not None:
+                return port_mode
+        for level in (workload, namespace_wide, mesh):
+            if level and level[0].mode is not None:
+                return level[0].mode
+        return "PERMISSIVE"
+
+
+def spiffe_uri(trust_domain: str, namespace: str, service_account: str) -> str:
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
