@@ -41,6 +41,46 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
     help="In a cluster: own the webhook certificate (in a Secret), keep caBundle correct, "
     "elect a leader for these duties.",
 )
+@click.option(
+    "--registry-file",
+    "registry_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Single host: Service/EndpointSlice/PeerAuthentication YAML (file or directory, "
+    "repeatable), watched for changes. Enables xDS and the CA.",
+)
+@click.option(
+    "--ca-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Single host: the mesh CA's directory (Istio's cacerts layout; created when empty).",
+)
+@click.option(
+    "--token-file",
+    type=_FILE,
+    help="Single host: service-account tokens issued by "
+    "the local runtime, for authenticating certificate requests.",
+)
+@click.option(
+    "--xds-port",
+    type=click.IntRange(0, 65535),
+    default=15010,
+    show_default=True,
+    help="Plaintext xDS port (0: off).",
+)
+@click.option(
+    "--xds-tls-port",
+    type=click.IntRange(0, 65535),
+    default=15012,
+    show_default=True,
+    help="xDS + CA over TLS port (0: off).",
+)
+@click.option(
+    "--monitoring-port",
+    type=click.IntRange(0, 65535),
+    default=15014,
+    show_default=True,
+    help="Metrics and proxy status port (0: off).",
+)
 def discovery(
     *,
     tls_cert_file: Path,
@@ -52,6 +92,12 @@ def discovery(
     values: Path | None,
     revision: str,
     kube: bool,
+    registry_files: tuple[Path, ...],
+    ca_dir: Path | None,
+    token_file: Path | None,
+    xds_port: int,
+    xds_tls_port: int,
+    monitoring_port: int,
 ) -> None:
     """Run the control plane: the sidecar injection webhook over HTTPS."""
     # Imported here so that `sidemesh --help` does not load the engine or uvicorn.
@@ -81,6 +127,31 @@ def discovery(
             DutySettings(revision=revision, cert_file=tls_cert_file, key_file=tls_key_file)
         )
         extra_metrics = (KUBE_METRICS.render,)
+    if kube or registry_files or ca_dir is not None:
+        # xDS, the CA and the registry, on their own thread and loop (see xds.launch).
+        from sidemesh.xds.launch import LaunchError, MeshServing, start_control_plane
+
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        try:
+            mesh_plane = start_control_plane(
+                MeshServing(
+                    revision=revision,
+                    mesh=injector.settings.mesh,
+                    host=host,
+                    plaintext_port=xds_port or None,
+                    tls_port=xds_tls_port or None,
+                    monitoring_port=monitoring_port or None,
+                    registry_files=registry_files,
+                    ca_dir=ca_dir,
+                    token_file=token_file,
+                    kube=kube,
+                )
+            )
+        except LaunchError as exc:
+            _fail(str(exc))
+        extra_metrics = (*extra_metrics, mesh_plane.render_metrics)
     try:
         context = build_server_context(tls_cert_file, tls_key_file)
     except OSError as exc:  # includes ssl.SSLError
