@@ -1,18 +1,25 @@
 """xDS scale: N services, M simulated sidecars (grpc.aio ADS clients in separate processes),
-one service changing at a time. Prints ONE JSON line.
+one service changing at a time, over SotW and over Delta ADS. Prints ONE JSON line.
 
-Reported, per kind of change:
+Reported per protocol (`sotw`, `delta`) and kind of change:
 * `endpoints` — one service gains an endpoint (EDS for that cluster, to every proxy);
-* `service` — one service's VIP moves (the shared 1,000-chain `virtualOutbound` listener,
-  to every proxy: the heaviest single-service change);
+* `service` — one service's VIP moves (its listener `<VIP>_<port>` is replaced: Delta sends
+  that one listener and one removal; SotW must resend every listener, as the protocol says);
 convergence per proxy (p50/p99/max of "snapshot set → that proxy received it"), full
 convergence per round (time until the last affected proxy had it), server CPU seconds per push
-round, and the server's RSS (current and peak). Initial sync time is reported too.
+round, the size of the response that carried the change, and the server's RSS (after the
+initial sync, at the end, and the peak of that protocol's run). Initial sync time too, and how
+many client streams had to be reopened (with the first reasons).
+
+The server runs in this process with the gRPC options the control plane ships
+(`sidemesh.xds.server.GRPC_OPTIONS`) on plaintext (authentication costs per stream, not per
+push).
 
 Targets to report against: p99 ≤ 1 s, RSS ≤ 1.5 GB on 2 cores. Localhost only; every wait is
 bounded by --timeout.
 
     .venv/bin/python benchmarks/xds_scale.py [--services 1000] [--proxies 2000]
+                                             [--protocols sotw,delta]
 """
 
 from __future__ import annotations
@@ -80,6 +87,7 @@ async def _clients(args: dict[str, Any], first: int, count: int, t0: Any, queue:
     lds = "type.googleapis.com/envoy.config.listener.v3.Listener"
     cds = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
     eds = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+    delta = args["protocol"] == "delta"
     services, per_service = args["services"], max(1, args["proxies"] // args["services"])
     eds_names = [cluster_name(i) for i in range(services)]
     # One TCP connection per 50 streams (a local subchannel pool stops gRPC from funnelling
@@ -90,37 +98,49 @@ async def _clients(args: dict[str, Any], first: int, count: int, t0: Any, queue:
     ]
     marker = {"value": b""}  # bytes that identify the change of the current round
     latencies: list[float] = []
+    sizes: list[int] = []
     synced: set[int] = set()
     all_synced = asyncio.Event()
 
     async def one(index: int) -> None:
         channel = channels[index % len(channels)]
+        request_type = (discovery_pb2.DeltaDiscoveryRequest if delta
+                        else discovery_pb2.DiscoveryRequest)  # fmt: skip
+        response_type = (discovery_pb2.DeltaDiscoveryResponse if delta
+                         else discovery_pb2.DiscoveryResponse)  # fmt: skip
+        method = "DeltaAggregatedResources" if delta else "StreamAggregatedResources"
         call = channel.stream_stream(
-            "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
-            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+            f"/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}",
+            request_serializer=request_type.SerializeToString,
             response_deserializer=lambda raw: raw,
         )()
         service = min(index // per_service, services - 1)
         metadata = struct_pb2.Struct()
         metadata.update({"NAMESPACE": f"ns{service % 50}", "SERVICE_ACCOUNT": f"sa{service}"})
-        first_request = discovery_pb2.DiscoveryRequest(type_url=cds)
+        first_request = request_type(type_url=cds)
         first_request.node.id = f"sidecar~{proxy_ip(index)}~p{index}.ns{service % 50}~x"
         first_request.node.metadata.CopyFrom(metadata)
         await call.write(first_request)
-        await call.write(discovery_pb2.DiscoveryRequest(type_url=eds, resource_names=eds_names))
-        await call.write(discovery_pb2.DiscoveryRequest(type_url=lds))
+        if delta:  # like Envoy: explicit EDS names, wildcard LDS/CDS
+            await call.write(request_type(type_url=eds, resource_names_subscribe=eds_names))
+        else:
+            await call.write(request_type(type_url=eds, resource_names=eds_names))
+        await call.write(request_type(type_url=lds))
         seen_types: set[str] = set()
         while True:
             raw = await call.read()
             if raw is aio.EOF:
                 return
             received = time.monotonic()
-            response = discovery_pb2.DiscoveryResponse.FromString(raw)
-            ack = discovery_pb2.DiscoveryRequest(
-                type_url=response.type_url, response_nonce=response.nonce,
-                version_info=response.version_info,
-                resource_names=eds_names if response.type_url == eds else [],
-            )  # fmt: skip
+            response = response_type.FromString(raw)
+            if delta:
+                ack = request_type(type_url=response.type_url, response_nonce=response.nonce)
+            else:  # SotW ACKs repeat the subscription, as Envoy's do
+                ack = request_type(
+                    type_url=response.type_url, response_nonce=response.nonce,
+                    version_info=response.version_info,
+                    resource_names=eds_names if response.type_url == eds else [],
+                )  # fmt: skip
             await call.write(ack)
             if len(seen_types) < 3:
                 seen_types.add(response.type_url)
@@ -130,6 +150,7 @@ async def _clients(args: dict[str, Any], first: int, count: int, t0: Any, queue:
                         all_synced.set()
             elif marker["value"] and marker["value"] in raw:
                 latencies.append(received - t0.value)
+                sizes.append(len(raw))
 
     failures: list[str] = []
 
@@ -158,11 +179,12 @@ async def _clients(args: dict[str, Any], first: int, count: int, t0: Any, queue:
             break
         _, marker_bytes, wait = command
         latencies.clear()
+        sizes.clear()
         marker["value"] = marker_bytes
         deadline = loop.time() + wait
         while len(latencies) < count and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        queue.put(("round", first, list(latencies)))
+        queue.put(("round", first, list(latencies), list(sizes)))
     for task in tasks:
         task.cancel()
     for channel in channels:
@@ -181,6 +203,15 @@ def rss_mb() -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak (Linux: `5` to clear_refs resets VmHWM); best effort."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -193,15 +224,33 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-async def run(options: argparse.Namespace) -> dict[str, Any]:
+def next_change(kind: str, current: Any, round_number: int, services: int) -> tuple[Any, bytes]:
+    """The snapshot after one change, and bytes that appear only in responses carrying it."""
+    from sidemesh.xds.model import Endpoint
+
+    target = round_number % services
+    if kind == "endpoints":
+        address = f"10.250.{round_number // 250}.{round_number % 250 + 1}"
+        host = current.services[target].hostname
+        endpoints = dict(current.endpoints)
+        endpoints[host] = (*endpoints[host], Endpoint(address, TARGET_PORT, SERVICE_PORT))
+        return replace(current, version=current.version + 1, endpoints=endpoints), address.encode()
+    new_vip = f"10.251.{round_number // 250}.{round_number % 250 + 1}"
+    moved = list(current.services)
+    moved[target] = replace(moved[target], vip=new_vip)
+    return replace(current, version=current.version + 1, services=tuple(moved)), new_vip.encode()
+
+
+async def run(options: argparse.Namespace, protocol: str) -> dict[str, Any]:
     from grpc import aio
 
     from sidemesh.xds.ads import AdsServer
-    from sidemesh.xds.model import Endpoint
+    from sidemesh.xds.server import GRPC_OPTIONS
 
+    reset_peak_rss()
     snapshot = build_snapshot(options.services, options.proxies)
     ads = AdsServer(snapshot, instance_id="bench")
-    server = aio.server(options=[("grpc.max_send_message_length", -1)])
+    server = aio.server(options=GRPC_OPTIONS)
     server.add_generic_rpc_handlers((ads.handler(),))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -221,7 +270,8 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
         commands = context.Queue()
         process = context.Process(target=client_main, daemon=True, args=(
             {"address": f"127.0.0.1:{port}", "services": options.services,
-             "proxies": options.proxies}, first, count, t0, queue, commands))  # fmt: skip
+             "proxies": options.proxies, "protocol": protocol},
+            first, count, t0, queue, commands))  # fmt: skip
         process.start()
         workers.append((process, commands))
     loop = asyncio.get_running_loop()
@@ -243,22 +293,10 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
         per_proxy: list[float] = []
         full: list[float] = []
         cpu: list[float] = []
+        sizes: list[int] = []
         missing = 0
         for round_number in range(rounds):
-            target = round_number % options.services
-            if kind == "endpoints":
-                address = f"10.250.{round_number // 250}.{round_number % 250 + 1}"
-                host = current.services[target].hostname
-                endpoints = dict(current.endpoints)
-                endpoints[host] = (*endpoints[host], Endpoint(address, TARGET_PORT, SERVICE_PORT))
-                current = replace(current, version=current.version + 1, endpoints=endpoints)
-                marker = address.encode()
-            else:
-                new_vip = f"10.251.{round_number // 250}.{round_number % 250 + 1}"
-                services = list(current.services)
-                services[target] = replace(services[target], vip=new_vip)
-                current = replace(current, version=current.version + 1, services=tuple(services))
-                marker = new_vip.encode()
+            current, marker = next_change(kind, current, round_number, options.services)
             for _, commands in workers:
                 commands.put(("round", marker, options.timeout))
             await asyncio.sleep(0.2)  # let every client arm its marker
@@ -269,6 +307,7 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
             for _ in workers:
                 message = await next_message()
                 latencies += message[2]
+                sizes += message[3]
             cpu.append(cpu_seconds() - cpu_before)
             missing += options.proxies - len(latencies)
             per_proxy += latencies
@@ -281,6 +320,9 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
             "full_convergence_p50_s": round(percentile(full, 0.5), 4),
             "full_convergence_p99_s": round(percentile(full, 0.99), 4),
             "server_cpu_s_per_push": round(statistics.mean(cpu), 4) if cpu else None,
+            "response_bytes_p50": int(percentile([float(n) for n in sizes], 0.5))
+            if sizes
+            else None,
             "proxies_missed": missing,
         }
     for _, commands in workers:
@@ -292,11 +334,6 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
     rss_now, rss_peak = rss_mb()
     await server.stop(0)
     return {
-        "benchmark": "xds_scale",
-        "services": options.services,
-        "proxies": options.proxies,
-        "client_processes": options.client_processes,
-        "cpus": os.cpu_count(),
         "initial_sync_s": round(initial_sync, 2),
         "client_stream_retries": reconnects,
         "client_retry_reasons": sorted(set(reconnect_reasons))[:2],
@@ -304,8 +341,21 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
         "server_rss_mb_connected": round(rss_connected, 1),
         "server_rss_mb_end": round(rss_now, 1),
         "server_rss_mb_peak": round(rss_peak, 1),
-        "targets": {"p99_s": 1.0, "rss_mb": 1536},
     }
+
+
+async def run_all(options: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "benchmark": "xds_scale",
+        "services": options.services,
+        "proxies": options.proxies,
+        "client_processes": options.client_processes,
+        "cpus": os.cpu_count(),
+    }
+    for protocol in options.protocols.split(","):
+        result[protocol] = await run(options, protocol)
+    result["targets"] = {"p99_s": 1.0, "rss_mb": 1536}
+    return result
 
 
 def main() -> None:
@@ -316,8 +366,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--service-rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--protocols", default="sotw,delta", help="comma-separated: sotw, delta")
     options = parser.parse_args()
-    result = asyncio.run(run(options))
+    result = asyncio.run(run_all(options))
     import orjson
 
     sys.stdout.write(orjson.dumps(result).decode() + "\n")

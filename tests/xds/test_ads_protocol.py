@@ -244,3 +244,33 @@ def _proxy() -> Any:
     from sidemesh.xds.proxy import parse_node
 
     return parse_node(WEB, {"NAMESPACE": "demo", "LABELS": {"app": "web"}})
+
+
+async def test_a_vip_move_is_one_listener_in_and_one_out_over_delta_and_all_over_sotw(
+    ads: tuple[AdsServer, aio.Channel],
+) -> None:
+    server, channel = ads
+    sotw = Client(channel, delta=False)
+    await subscribe_all(sotw, WEB, "demo")
+    delta = Client(channel, delta=True)
+    for type_url in (gen.TYPE_CLUSTER, gen.TYPE_LISTENER):
+        first = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url)
+        first.node.CopyFrom(node(DB, "data"))
+        await delta.send(first)
+        response = await delta.receive()
+        await delta.send(
+            discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, response_nonce=response.nonce)
+        )
+    snapshot = mixed_snapshot()
+    services = list(snapshot.services)
+    services[1] = replace(services[1], vip="10.96.0.99")  # db moves
+    server.set_snapshot(replace(snapshot, version=2, services=tuple(services)))
+    change = await delta.receive()
+    assert change.type_url == gen.TYPE_LISTENER  # clusters do not depend on the VIP
+    assert [r.name for r in change.resources] == ["10.96.0.99_5432"]
+    assert list(change.removed_resources) == ["10.96.0.11_5432"]
+    whole = await sotw.receive()
+    assert whole.type_url == gen.TYPE_LISTENER
+    assert len(whole.resources) == 6  # SotW: every listener, as the protocol requires
+    sotw.call.cancel()
+    delta.call.cancel()

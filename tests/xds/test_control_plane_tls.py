@@ -55,7 +55,7 @@ async def test_csr_and_ads_share_the_tls_port(tmp_path: Path) -> None:
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
             request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
             response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
-        )()  # fmt: skip
+        )(metadata=[("authorization", f"Bearer {token}")])  # fmt: skip
         first = discovery_pb2.DiscoveryRequest(type_url=gen.TYPE_CLUSTER)
         first.node.id = "sidecar~10.0.0.5~web-abc.demo~demo.svc.cluster.local"
         await stream.write(first)

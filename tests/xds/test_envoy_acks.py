@@ -106,8 +106,13 @@ async def test_envoy_acks_listeners_clusters_and_endpoints(
         assert row["protocol"] == ("delta" if delta else "sotw")
         assert all(t["error"] is None for t in row["types"].values())
         assert control_plane.xds_metrics.nacks == {}
-        # Envoy really runs them: both listeners active, clusters warmed with their endpoints.
-        await eventually(lambda: envoy.stat_is("listener_manager.total_listeners_active", 2))
+        # Envoy really runs them: the two virtual listeners and one per service VIP:port are
+        # active, clusters warmed with their endpoints.
+        await eventually(lambda: envoy.stat_is("listener_manager.total_listeners_active", 6))
+        listeners = await envoy.admin_async("/listeners")
+        for name in ("virtualOutbound", "virtualInbound", "10.96.0.10_80", "10.96.0.10_9090",
+                     "10.96.0.11_5432", "10.96.0.12_80"):  # fmt: skip
+            assert name in listeners
         await eventually(lambda: envoy.stat_is("cluster_manager.warming_clusters", 0))
         clusters = await envoy.admin_async("/clusters")
         assert "outbound|5432||db.data.svc.cluster.local::10.0.0.6:5432" in clusters

@@ -9,6 +9,7 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from test_envoy_acks import NODE, mixed_snapshot
 from xds_testkit import to_dict
 
@@ -91,21 +92,45 @@ def test_mesh_wide_policy_applies_unless_namespace_overrides() -> None:
     assert overridden.mtls_mode("demo", {}, None) == "DISABLE"
 
 
-def test_outbound_chains_clusters_and_passthrough() -> None:
+def test_capture_listener_is_small_and_each_vip_port_has_its_own_listener() -> None:
     resources = gen.generate(mixed_snapshot(), PROXY)
-    outbound = by_name(resources.listeners)[gen.VIRTUAL_OUTBOUND]
+    listeners = by_name(resources.listeners)
+    assert set(listeners) == {"virtualOutbound", "virtualInbound", "10.96.0.10_80",
+                              "10.96.0.10_9090", "10.96.0.11_5432", "10.96.0.12_80"}  # fmt: skip
+    outbound = listeners[gen.VIRTUAL_OUTBOUND]
     assert outbound["use_original_dst"] is True
+    assert outbound["address"]["socket_address"]["port_value"] == 15001
     assert outbound["default_filter_chain"]["name"] == "PassthroughCluster"
-    chains = {c["name"]: c for c in outbound["filter_chains"]}
-    db = chains["outbound|5432||db.data.svc.cluster.local"]
-    assert db["filter_chain_match"] == {
-        "prefix_ranges": [{"address_prefix": "10.96.0.11", "prefix_len": 32}],
-        "destination_port": 5432,
-    }
-    assert db["filters"][0]["name"] == "envoy.filters.network.tcp_proxy"
-    web = chains["outbound|80||web.demo.svc.cluster.local"]["filters"][0]["typed_config"]
-    hosts = web["route_config"]["virtual_hosts"][0]["domains"]
-    assert "web.demo.svc.cluster.local" in hosts and "web.demo:80" in hosts
+    # No per-service chains; only the guard against connections to the capture port itself.
+    [guard] = outbound["filter_chains"]
+    assert guard["filter_chain_match"] == {"destination_port": 15001}
+    assert guard["filters"][0]["typed_config"]["cluster"] == "BlackHoleCluster"
+    assert "transparent" not in outbound
+    db = listeners["10.96.0.11_5432"]
+    assert db["address"] == {"socket_address": {"address": "10.96.0.11", "port_value": 5432}}
+    assert db["bind_to_port"] is False and db["traffic_direction"] == "OUTBOUND"
+    assert db["filter_chains"][0]["filters"][0]["name"] == "envoy.filters.network.tcp_proxy"
+    assert db["filter_chains"][0]["filters"][0]["typed_config"]["cluster"] == (
+        "outbound|5432||db.data.svc.cluster.local"
+    )
+    web = listeners["10.96.0.10_80"]["filter_chains"][0]["filters"][0]["typed_config"]
+    # Traffic to the VIP belongs to the service whatever Host it carries.
+    [virtual_host] = web["route_config"]["virtual_hosts"]
+    assert virtual_host["domains"] == ["*"]
+    route = virtual_host["routes"][0]["route"]
+    assert route["cluster"] == "outbound|80||web.demo.svc.cluster.local"
+
+
+def test_tproxy_interception_makes_the_virtual_listeners_transparent() -> None:
+    proxy = replace(PROXY, interception_mode="TPROXY")
+    listeners = by_name(gen.generate(mixed_snapshot(), proxy).listeners)
+    assert listeners[gen.VIRTUAL_OUTBOUND]["transparent"] is True
+    assert listeners[gen.VIRTUAL_INBOUND]["transparent"] is True
+    assert "transparent" not in listeners["10.96.0.10_80"]
+
+
+def test_outbound_clusters_and_passthrough() -> None:
+    resources = gen.generate(mixed_snapshot(), PROXY)
     clusters = by_name(resources.clusters)
     assert {"PassthroughCluster", "BlackHoleCluster", "inbound|8080||", "inbound|9090||"} <= set(
         clusters
@@ -184,6 +209,31 @@ def test_one_service_change_reuses_the_other_services_pieces() -> None:
     old = before[gen.TYPE_CLUSTER].resources["outbound|80||web.demo.svc.cluster.local"]
     new = after[gen.TYPE_CLUSTER].resources["outbound|80||web.demo.svc.cluster.local"]
     assert old is new
-    assert cache.diff(before[gen.TYPE_LISTENER], after[gen.TYPE_LISTENER]).changed == (
-        "virtualOutbound",
+    # One listener out, one in; the capture listener and every other service's are untouched.
+    listeners = cache.diff(before[gen.TYPE_LISTENER], after[gen.TYPE_LISTENER])
+    assert listeners.changed == ("10.96.0.99_5432",)
+    assert listeners.removed == ("10.96.0.11_5432",)
+    unchanged = "10.96.0.10_80"
+    assert (
+        before[gen.TYPE_LISTENER].resources[unchanged]
+        is (after[gen.TYPE_LISTENER].resources[unchanged])
     )
+    assert before[gen.TYPE_ENDPOINT] is not after[gen.TYPE_ENDPOINT]
+    assert cache.diff(before[gen.TYPE_ENDPOINT], after[gen.TYPE_ENDPOINT]).changed == ()
+
+
+def test_state_of_the_world_bytes_are_the_resources_concatenated() -> None:
+    cache = ResourceCache(mixed_snapshot())
+    listeners = cache.resources_for(PROXY)[gen.TYPE_LISTENER]
+    assert listeners.base is not None  # the shared per-service set, encoded once
+    response = discovery_pb2.DiscoveryResponse.FromString(listeners.encoded)
+    assert sorted(listener_pb2.Listener.FromString(r.value).name
+                  for r in response.resources) == sorted(listeners.resources)  # fmt: skip
+
+
+def test_inbound_passthrough_leaves_from_the_address_capture_lets_through() -> None:
+    clusters = by_name(gen.generate(mixed_snapshot(), PROXY).clusters)
+    passthrough = clusters["InboundPassthroughCluster"]
+    assert passthrough["type"] == "ORIGINAL_DST"
+    assert passthrough["upstream_bind_config"]["source_address"]["address"] == "127.0.0.6"
+    assert "upstream_bind_config" not in clusters["PassthroughCluster"]

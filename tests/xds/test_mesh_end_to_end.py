@@ -3,10 +3,13 @@
 Approach: each sidecar binds its virtual listeners where capture would have sent the traffic
 (node metadata SIDEMESH_OUTBOUND_BIND / SIDEMESH_INBOUND_BIND). The client sidecar's
 `virtualOutbound` listens on 0.0.0.0:Q and the service's VIP:port is 127.0.0.10:Q, so a client
-connecting to the VIP lands on the outbound listener with the VIP as its local address, exactly
-as after an iptables REDIRECT. The server "pod" is 127.0.0.20: its sidecar's `virtualInbound`
-binds 127.0.0.20:P (the endpoint address the registry publishes) and forwards to the app on
-127.0.0.1:P. The client sidecar speaks SotW ADS, the server sidecar Delta.
+connecting to the VIP lands on the outbound listener with the VIP as its local address. The
+sidecars declare TPROXY interception, so the virtual listeners are IP_TRANSPARENT and Envoy
+takes that local address as the original destination (as after a TPROXY divert; with REDIRECT
+it would read it from conntrack) and hands the connection to the service's own listener
+`127.0.0.10_Q` (`bind_to_port: false`). The server "pod" is 127.0.0.20: its sidecar's
+`virtualInbound` binds 127.0.0.20:P (the endpoint address the registry publishes) and forwards
+to the app on 127.0.0.1:P. The client sidecar speaks SotW ADS, the server sidecar Delta.
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ def sidecar_config(
     return bootstrap(
         node_id=f"sidecar~{pod_ip}~{name}-0.demo~demo.svc.cluster.local",
         metadata={"NAMESPACE": "demo", "SERVICE_ACCOUNT": name, "LABELS": {"app": name},
+                  "INTERCEPTION_MODE": "TPROXY",
                   "SIDEMESH_OUTBOUND_BIND": outbound, "SIDEMESH_INBOUND_BIND": inbound},
         xds_port=xds, sds_port=sds, admin_port=admin, delta=delta,
     )  # fmt: skip
@@ -161,10 +165,44 @@ async def mesh(request: pytest.FixtureRequest) -> AsyncIterator[Mesh]:
 
 
 async def test_client_reaches_server_over_mtls_and_server_sees_spiffe_id(mesh: Mesh) -> None:
-    reply = await eventually(lambda: reachable(VIP, mesh.outbound_port, HOST))
+    await eventually(lambda: reachable(VIP, mesh.outbound_port, HOST))
+    client = mesh.envoys[0]
+    service_listener = f"listener.{VIP}_{mesh.outbound_port}.downstream_cx_total"
+    capture_listener = f"listener.0.0.0.0_{mesh.outbound_port}.downstream_cx_total"
+    before = (await client.stat(service_listener), await client.stat(capture_listener))
+    reply = await http_get(VIP, mesh.outbound_port, HOST)
     assert reply["app"] == "server"
     xfcc = reply["headers"]["x-forwarded-client-cert"]  # type: ignore[index]
     assert "URI=spiffe://cluster.local/ns/demo/sa/client" in xfcc
+    # The capture listener handed the connection to the service's own listener.
+    after = (await client.stat(service_listener), await client.stat(capture_listener))
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
+
+
+async def test_moving_a_vip_replaces_only_that_services_listener(mesh: Mesh) -> None:
+    await eventually(lambda: reachable(VIP, mesh.outbound_port, HOST))
+    before = {
+        (i, stat): await envoy.stat(f"listener_manager.listener_{stat}")
+        for i, envoy in enumerate(mesh.envoys)
+        for stat in ("added", "removed", "modified")
+    }
+    old = mesh.snapshot
+    moved = replace(old.services[0], vip=NEW_VIP)
+    mesh.publish(replace(old, version=2, services=(moved,)))
+    reply = await eventually(lambda: reachable(NEW_VIP, mesh.outbound_port, HOST), timeout=20)
+    assert reply["app"] == "server"
+    await eventually(mesh.synced)
+    new_listener = f"listener.{NEW_VIP}_{mesh.outbound_port}.downstream_cx_total"
+    assert await mesh.envoys[0].stat(new_listener) >= 1
+    # Both the SotW (client) and the Delta (server) sidecar: one listener out, one in, and
+    # nothing else touched (the capture and inbound listeners were not modified).
+    for i, envoy in enumerate(mesh.envoys):
+        for stat, change in (("added", 1), ("removed", 1), ("modified", 0)):
+            now = await envoy.stat(f"listener_manager.listener_{stat}")
+            assert now - before[(i, stat)] == change, (i, stat)
+        listeners = await envoy.admin_async("/listeners")
+        assert f"{NEW_VIP}_{mesh.outbound_port}" in listeners
+        assert f"{VIP}_{mesh.outbound_port}" not in listeners
 
 
 async def test_strict_refuses_plaintext_to_the_server_sidecar(mesh: Mesh) -> None:

@@ -122,7 +122,11 @@ def bootstrap(
     sds_port: int,
     admin_port: int,
     delta: bool = False,
+    control_plane_name: str | None = None,
 ) -> dict[str, Any]:
+    """An Envoy bootstrap like the agent's. With `control_plane_name`, xDS goes over TLS: Envoy
+    presents its SDS `default` certificate and requires the control plane's to name that host."""
+
     def grpc_cluster(name: str, port: int) -> dict[str, Any]:
         return {
             "name": name, "type": "STATIC", "connect_timeout": "1s",
@@ -139,12 +143,39 @@ def bootstrap(
         }  # fmt: skip
 
     ads = {"ads": {}, "resource_api_version": "V3"}
+    xds_cluster = grpc_cluster("xds-grpc", xds_port)
+    if control_plane_name is not None:
+
+        def secret(name: str) -> dict[str, Any]:
+            source = {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}],
+            }
+            return {
+                "name": name,
+                "sds_config": {"resource_api_version": "V3", "api_config_source": source},
+            }
+
+        xds_cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                     "UpstreamTlsContext",
+            "sni": control_plane_name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [secret("default")],
+                "combined_validation_context": {
+                    "default_validation_context": {"match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": control_plane_name}}]},
+                    "validation_context_sds_secret_config": secret("ROOTCA"),
+                },
+            },
+        }}  # fmt: skip
     return {
         "node": {"id": node_id, "cluster": "test", "metadata": metadata},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1",
                                                  "port_value": admin_port}}},
-        "static_resources": {"clusters": [grpc_cluster("xds-grpc", xds_port),
-                                          grpc_cluster("sds-grpc", sds_port)]},
+        "static_resources": {"clusters": [xds_cluster, grpc_cluster("sds-grpc", sds_port)]},
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",

@@ -63,9 +63,10 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option(
     "--xds-port",
     type=click.IntRange(0, 65535),
-    default=15010,
+    default=0,
     show_default=True,
-    help="Plaintext xDS port (0: off).",
+    help="Plaintext, unauthenticated xDS port, e.g. 15010 (0: off). Only for trusted networks: "
+    "anyone who reaches it reads the whole mesh configuration.",
 )
 @click.option(
     "--xds-tls-port",

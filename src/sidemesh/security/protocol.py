@@ -8,6 +8,7 @@ the `authorization: Bearer …` metadata.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, struct_pb2
@@ -16,6 +17,17 @@ SERVICE = "istio.v1.auth.IstioCertificateService"
 METHOD = f"/{SERVICE}/CreateCertificate"
 AUTHORIZATION_HEADER = "authorization"
 CLUSTER_ID_HEADER = "clusterid"
+
+
+def bearer_token(metadata: Iterable[tuple[str, Any]]) -> str | None:
+    """The token of an `authorization: Bearer <token>` entry in gRPC metadata, if any.
+    (Shared with the xDS server, which accepts the same token from a proxy.)"""
+    for key, value in metadata:
+        if key == AUTHORIZATION_HEADER and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
 
 
 def _build() -> tuple[type[Any], type[Any]]:

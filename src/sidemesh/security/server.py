@@ -75,7 +75,7 @@ class CertificateService:
 
     async def create_certificate(self, request: Any, context: aio.ServicerContext) -> Any:
         self.metrics.csr_requests += 1
-        token = _bearer_token(context.invocation_metadata() or ())
+        token = protocol.bearer_token(context.invocation_metadata() or ())
         if token is None:
             await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "no_token",
                                "no 'authorization: Bearer <token>' metadata")  # fmt: skip
@@ -110,12 +110,3 @@ class CertificateService:
         self.metrics.refuse(reason)
         log.warning("CSR refused (%s): %s", reason, message)
         await context.abort(code, message)
-
-
-def _bearer_token(metadata: Any) -> str | None:
-    for key, value in metadata:
-        if key == protocol.AUTHORIZATION_HEADER and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-    return None

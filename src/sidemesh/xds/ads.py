@@ -7,10 +7,13 @@ nonce and version of the last response, and what the proxy ACKed or NACKed. Rule
 * a request whose `response_nonce` is not our latest for that type is stale: ignored;
 * a NACK (`error_detail`) is logged and counted; we do not resend the rejected version, only
   a later change of those resources is sent;
-* a snapshot change wakes every connection, which pushes only the types (and for EDS/delta
-  only the resources) whose bytes changed, in the order CDS, EDS, LDS;
-* responses are spliced from pre-encoded resource fields (see `cache.py`), so proxies of the
-  same shape share bytes and nothing is serialised per proxy except the nonce.
+* a snapshot change wakes every connection, which pushes only the types whose bytes changed,
+  in the order CDS, EDS, LDS; Delta sends only the changed resources and names the removed
+  ones, SotW EDS only the changed assignments, SotW LDS/CDS the whole (pre-encoded) set;
+* responses are spliced from pre-encoded resource fields (`responses.py`, `cache.py`), so
+  proxies in the same position share one response, nonce included;
+* with an authenticator (:15012) a stream must authenticate before its first request is read,
+  and the node it claims must be the caller's own (`authn.py`).
 """
 
 # mypy: disable-error-code="import-untyped"
@@ -29,41 +32,21 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
-from sidemesh.xds import generate as gen
+from sidemesh.security.identity import SpiffeId
+from sidemesh.xds.authn import XdsAuthenticator, XdsAuthError, XdsCaller, authorize
 from sidemesh.xds.cache import TYPE_ORDER, ResourceCache, TypedResources, length_delimited
 from sidemesh.xds.metrics import XdsMetrics, short_type
 from sidemesh.xds.model import MeshSnapshot
 from sidemesh.xds.proxy import NodeError, ProxyInfo, parse_node
+from sidemesh.xds.resource_names import TYPE_CLUSTER, TYPE_LISTENER
+from sidemesh.xds.responses import TypeState, control_plane_field, delta_payload, sotw_payload
 
 log = logging.getLogger("sidemesh.xds.ads")
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
-WILDCARD_TYPES = frozenset({gen.TYPE_LISTENER, gen.TYPE_CLUSTER})
+WILDCARD_TYPES = frozenset({TYPE_LISTENER, TYPE_CLUSTER})
 SERVED_TYPES = frozenset(TYPE_ORDER)
 _NOTHING: frozenset[Any] = frozenset()
-
-
-@dataclass
-class TypeState:
-    subscribed: frozenset[str] | None = None  # None: wildcard (every resource of the type)
-    sent: TypedResources | None = None
-    pending: set[str] = field(default_factory=set)  # (re)subscribed names to send regardless
-    client_versions: dict[str, str] = field(default_factory=dict)  # delta reconnects
-    nonce_sent: str = ""
-    version_sent: str = ""
-    nonce_acked: str = ""
-    version_acked: str = ""
-    error: str | None = None
-
-    def wants(self, name: str) -> bool:
-        return self.subscribed is None or name in self.subscribed
-
-    def status(self) -> str:
-        if not self.nonce_sent:  # a delta proxy that reconnected with everything current
-            return "SYNCED" if self.version_acked else "NOT SENT"
-        if self.error is not None:
-            return "NACK"
-        return "SYNCED" if self.nonce_acked == self.nonce_sent else "STALE"
 
 
 @dataclass(eq=False)
@@ -72,6 +55,8 @@ class Connection:
     delta: bool
     context: Any
     proxy: ProxyInfo | None = None
+    caller: XdsCaller | None = None  # None: the plaintext port, nobody authenticated
+    identity: SpiffeId | None = None  # who the proxy was allowed to act as
     connected_at: float = field(default_factory=time.time)
     types: dict[str, TypeState] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -100,14 +85,20 @@ class AdsServer:
         # Bounds the responses queued in gRPC at once after a snapshot change (memory).
         self._push_slots = asyncio.Semaphore(push_concurrency)
         self._snapshot_time = clock()
-        # `ControlPlane control_plane`: field 6 in SotW responses, 7 in delta ones.
-        identifier = length_delimited(1, instance_id.encode())
-        self._control_plane_sotw = length_delimited(6, identifier)
-        self._control_plane_delta = length_delimited(7, identifier)
+        self._control_plane_sotw = control_plane_field(instance_id, delta=False)
+        self._control_plane_delta = control_plane_field(instance_id, delta=True)
 
     # --- wiring ----------------------------------------------------------------------------
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def handler(self, authenticator: XdsAuthenticator | None = None) -> grpc.GenericRpcHandler:
+        """ADS for one port; with `authenticator`, every stream must authenticate (:15012)."""
+
+        async def sotw(requests: AsyncIterator[Any], context: Any) -> None:
+            await self._serve(requests, context, delta=False, authenticator=authenticator)
+
+        async def delta(requests: AsyncIterator[Any], context: Any) -> None:
+            await self._serve(requests, context, delta=True, authenticator=authenticator)
+
         def stream(behaviour: Any, request_type: Any) -> grpc.RpcMethodHandler:
             return grpc.stream_stream_rpc_method_handler(
                 behaviour, request_deserializer=request_type.FromString,
@@ -115,9 +106,8 @@ class AdsServer:
             )  # fmt: skip
 
         return grpc.method_handlers_generic_handler(SERVICE, {
-            "StreamAggregatedResources": stream(self.stream_sotw, discovery_pb2.DiscoveryRequest),
-            "DeltaAggregatedResources": stream(
-                self.stream_delta, discovery_pb2.DeltaDiscoveryRequest),
+            "StreamAggregatedResources": stream(sotw, discovery_pb2.DiscoveryRequest),
+            "DeltaAggregatedResources": stream(delta, discovery_pb2.DeltaDiscoveryRequest),
         })  # fmt: skip
 
     @property
@@ -135,14 +125,22 @@ class AdsServer:
 
     # --- streams ---------------------------------------------------------------------------
 
-    async def stream_sotw(self, requests: AsyncIterator[Any], context: Any) -> None:
-        await self._serve(requests, context, delta=False)
-
-    async def stream_delta(self, requests: AsyncIterator[Any], context: Any) -> None:
-        await self._serve(requests, context, delta=True)
-
-    async def _serve(self, requests: AsyncIterator[Any], context: Any, *, delta: bool) -> None:
+    async def _serve(
+        self,
+        requests: AsyncIterator[Any],
+        context: Any,
+        *,
+        delta: bool,
+        authenticator: XdsAuthenticator | None,
+    ) -> None:
         connection = Connection(id=str(next(self._ids)), delta=delta, context=context)
+        if authenticator is not None:
+            try:
+                connection.caller = await authenticator.authenticate(
+                    context.peer(), context.invocation_metadata() or ()
+                )
+            except XdsAuthError as exc:
+                await self._refuse(context, exc)
         pusher = asyncio.create_task(self._push_on_change(connection))
         try:
             async for request in requests:
@@ -169,20 +167,33 @@ class AdsServer:
             connection.proxy = parse_node(request.node.id, metadata)
         except NodeError as exc:
             await connection.context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if connection.caller is not None:
+            try:
+                connection.identity = authorize(connection.caller, request.node.id, metadata)
+            except XdsAuthError as exc:
+                await self._refuse(connection.context, exc, request.node.id)
         connection.id = f"{request.node.id}-{connection.id}"
         self.connections[connection.id] = connection
         self.metrics.connected += 1
         log.info("ADS connected (%s): %s", "delta" if connection.delta else "sotw", request.node.id)
+
+    async def _refuse(self, context: Any, error: XdsAuthError, node_id: str = "") -> None:
+        self.metrics.refused(error.code)
+        log.warning("ADS stream from %s%s refused (%s): %s", context.peer(),
+                    f" ({node_id})" if node_id else "", error.code, error)  # fmt: skip
+        await context.abort(getattr(grpc.StatusCode, error.code), str(error))
 
     async def _push_on_change(self, connection: Connection) -> None:
         while True:
             await connection.wake.wait()
             connection.wake.clear()
             async with self._push_slots, connection.lock:
+                assert connection.proxy is not None
+                resources = self.cache.resources_for(connection.proxy)
                 pushed = False
                 for type_url in TYPE_ORDER:
                     if type_url in connection.types:
-                        pushed |= await self._push(connection, type_url, initial=False)
+                        pushed |= await self._push(connection, resources[type_url], initial=False)
                 if pushed:
                     self.metrics.push_time.observe(self.clock() - self._snapshot_time)
 
@@ -212,22 +223,33 @@ class AdsServer:
         initial = not request.response_nonce
         if not initial and not self._ack(connection, state, request, request.version_info):
             return
-        names = frozenset(request.resource_names)
-        wildcard = type_url in WILDCARD_TYPES and (not names or "*" in names)
-        subscription = None if wildcard else names
-        if subscription is not None:  # equal subscriptions share one object (cheap keys)
-            if len(self._subscriptions) > 10_000:
-                self._subscriptions.clear()
-            subscription = self._subscriptions.setdefault(subscription, subscription)
-        if subscription != state.subscribed:
-            if subscription is not None:
-                state.pending |= subscription - (state.subscribed or frozenset())
+        names = request.resource_names
+        current = state.subscribed
+        if type_url in WILDCARD_TYPES and (not names or "*" in names):
+            subscription = None
+        elif current is not None and len(names) == len(current) and current.issuperset(names):
+            subscription = current  # the usual ACK repeats the subscription: no new set
+        else:
+            subscription = self._intern(frozenset(names))
+        if subscription is not current:
+            if subscription is not None and state.sent is not None:
+                state.pending |= subscription - (current or frozenset())
             state.subscribed = subscription
         elif not initial:
             if state.pending:
-                await self._push(connection, type_url, initial=False)
+                await self._push(connection, self._resources(connection, type_url), initial=False)
             return
-        await self._push(connection, type_url, initial=initial)
+        await self._push(connection, self._resources(connection, type_url), initial=initial)
+
+    def _intern(self, names: frozenset[str]) -> frozenset[str]:
+        """Equal subscriptions share one object: one copy of the names, cheap response keys."""
+        if len(self._subscriptions) > 10_000:
+            self._subscriptions.clear()
+        return self._subscriptions.setdefault(names, names)
+
+    def _resources(self, connection: Connection, type_url: str) -> TypedResources:
+        assert connection.proxy is not None
+        return self.cache.resources_for(connection.proxy)[type_url]
 
     async def _on_delta_request(self, connection: Connection, request: Any) -> None:
         type_url = request.type_url
@@ -237,25 +259,25 @@ class AdsServer:
         state = connection.types.setdefault(type_url, TypeState())
         if request.response_nonce and not self._ack(connection, state, request, state.version_sent):
             return
-        subscribe = set(request.resource_names_subscribe)
+        subscribe = frozenset(request.resource_names_subscribe)
         if initial:
             state.client_versions = dict(request.initial_resource_versions)
             wildcard = type_url in WILDCARD_TYPES and (not subscribe or "*" in subscribe)
-            state.subscribed = None if wildcard else frozenset(subscribe)
+            state.subscribed = None if wildcard else self._intern(subscribe)
         elif state.subscribed is not None:
-            state.subscribed = (state.subscribed | subscribe) - set(
-                request.resource_names_unsubscribe
-            )
-        state.pending |= {n for n in subscribe if n != "*"}
+            unsubscribe = frozenset(request.resource_names_unsubscribe)
+            if subscribe - state.subscribed or unsubscribe & state.subscribed:
+                state.subscribed = self._intern((state.subscribed | subscribe) - unsubscribe)
+        if state.sent is not None:  # the first response sends every subscribed name anyway
+            state.pending |= {n for n in subscribe if n != "*"}
         if initial or subscribe:
-            await self._push(connection, type_url, initial=initial)
+            await self._push(connection, self._resources(connection, type_url), initial=initial)
 
     # --- responses -------------------------------------------------------------------------
 
-    async def _push(self, connection: Connection, type_url: str, *, initial: bool) -> bool:
-        assert connection.proxy is not None
+    async def _push(self, connection: Connection, typed: TypedResources, *, initial: bool) -> bool:
+        type_url = typed.type_url
         state = connection.types[type_url]
-        typed = self.cache.resources_for(connection.proxy)[type_url]
         # Connections in the same position (same previous and next resources, same
         # subscription) get the very same response bytes, nonce included: nonces need only be
         # unique within a stream, and sharing saves a copy of a large response per proxy.
@@ -268,9 +290,14 @@ class AdsServer:
         if response is None or (response[0] and response[0] == state.nonce_sent):
             change = self.cache.diff(state.sent, typed)
             if connection.delta:
-                payload = self._delta_payload(state, typed, change.changed, change.removed)
+                payload = delta_payload(
+                    state, typed, *change.as_tuple(), control_plane=self._control_plane_delta
+                )
             else:
-                payload = self._sotw_payload(state, typed, change.changed, change.removed, initial)
+                payload = sotw_payload(
+                    state, typed, *change.as_tuple(), initial=initial,
+                    control_plane=self._control_plane_sotw,
+                )  # fmt: skip
             nonce = str(next(self._nonces)) if payload is not None else ""
             response = (nonce, None if payload is None else
                         payload + length_delimited(5, nonce.encode()))  # fmt: skip
@@ -289,63 +316,6 @@ class AdsServer:
         self.metrics.pushed(type_url)
         return True
 
-    def _sotw_payload(
-        self,
-        state: TypeState,
-        typed: TypedResources,
-        changed: tuple[str, ...],
-        removed: tuple[str, ...],
-        initial: bool,
-    ) -> bytes | None:
-        if state.subscribed is None:  # LDS/CDS: the whole state of the world, if it changed
-            if not (initial or changed or removed):
-                return None
-            names: list[str] = list(typed.resources)
-        elif initial:
-            names = [n for n in typed.resources if n in state.subscribed]
-        else:  # EDS: only what changed or was newly asked for
-            names = [n for n in changed if n in state.subscribed]
-            names += [n for n in state.pending if n in typed.resources and n not in changed]
-            if not names:
-                return None
-        return b"".join((
-            length_delimited(1, typed.version.encode()),
-            *(typed.resources[n].any_field for n in names),
-            length_delimited(4, typed.type_url.encode()),
-            self._control_plane_sotw,
-        ))  # fmt: skip
-
-    def _delta_payload(
-        self,
-        state: TypeState,
-        typed: TypedResources,
-        changed: tuple[str, ...],
-        removed: tuple[str, ...],
-    ) -> bytes | None:
-        names = [n for n in changed if state.wants(n)]
-        names += [n for n in state.pending if n in typed.resources and n not in changed]
-        gone = [n for n in removed if state.wants(n)]
-        if state.client_versions:  # reconnect: skip what the proxy already has
-            known = state.client_versions
-            names = [n for n in names if known.get(n) != typed.resources[n].version]
-            gone += [n for n in known if n not in typed.resources and state.wants(n)]
-        gone += [n for n in state.pending if n not in typed.resources]
-        if not names and not gone:
-            return None
-        parts = [length_delimited(1, typed.version.encode())]
-        for name in names:
-            resource = typed.resources[name]
-            entry = (
-                length_delimited(3, name.encode())
-                + length_delimited(1, resource.version.encode())
-                + resource.any_field
-            )
-            parts.append(length_delimited(2, entry))
-        parts.append(length_delimited(4, typed.type_url.encode()))
-        parts += [length_delimited(6, n.encode()) for n in sorted(set(gone))]
-        parts.append(self._control_plane_delta)
-        return b"".join(parts)
-
     # --- status ----------------------------------------------------------------------------
 
     def status(self) -> list[dict[str, Any]]:
@@ -362,6 +332,7 @@ class AdsServer:
                 "istio_version": proxy.istio_version,
                 "control_plane": self.instance_id,
                 "protocol": "delta" if connection.delta else "sotw",
+                "identity": connection.identity.uri if connection.identity else None,
                 "connected_at": connection.connected_at,
                 "types": {
                     short_type(t): {"status": s.status(), "sent": s.version_sent,

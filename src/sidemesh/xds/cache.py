@@ -1,10 +1,12 @@
 """Serialised resources, built once and shared.
 
-Per-service pieces (an outbound filter chain, an outbound cluster, a load assignment) are
-memoised on exactly the inputs they depend on, so a snapshot in which one service changed
-rebuilds one service's pieces. Whole per-type sets are memoised per proxy *shape*, so proxies
+Per-service pieces (a service's outbound listener, cluster and load assignment) are memoised on
+exactly the inputs they depend on, so a snapshot in which one service changed rebuilds one
+service's pieces. Per type, the resources every proxy shares form one base set per snapshot;
+a proxy *shape* adds its own few (capture and inbound listeners, inbound clusters), so proxies
 that would get identical bytes share one object (and the ADS layer compares objects, not bytes).
-Each resource carries its encoded `Any` field ready to splice into a response.
+Each resource carries its encoded `Any` field ready to splice into a response, and each set its
+concatenation, so even a state-of-the-world response is a join of a few ready byte strings.
 """
 
 from __future__ import annotations
@@ -12,16 +14,25 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, TypeVar
 
-from sidemesh.xds import generate as gen
+from sidemesh.xds import inbound, outbound
+from sidemesh.xds.inbound import ProxyShape, proxy_shape
 from sidemesh.xds.model import Endpoint, MeshSnapshot, Service
 from sidemesh.xds.proxy import Bind, ProxyInfo
+from sidemesh.xds.resource_names import (
+    TYPE_CLUSTER,
+    TYPE_ENDPOINT,
+    TYPE_LISTENER,
+    VIRTUAL_INBOUND,
+    VIRTUAL_OUTBOUND,
+    outbound_cluster_name,
+)
 
 K = TypeVar("K")
 
-TYPE_ORDER = (gen.TYPE_CLUSTER, gen.TYPE_ENDPOINT, gen.TYPE_LISTENER)  # push order
+TYPE_ORDER = (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER)  # push order
 
 
 def varint(value: int) -> bytes:
@@ -63,17 +74,38 @@ class Resource:
 
 @dataclass(frozen=True, eq=False)
 class TypedResources:
-    """All resources of one type for one proxy shape; compared by identity."""
+    """All resources of one type for one proxy shape; compared by identity.
+
+    Built either flat (`of`) or as a shared `base` plus a few resources of the shape's own
+    (`extend`): then the base's encoded bytes and its diff against the previous snapshot are
+    computed once for every shape. Names in `own` never occur in `base` (per-service names and
+    per-proxy names are disjoint by construction)."""
 
     type_url: str
     resources: Mapping[str, Resource]
     version: str = field(default="")
+    base: TypedResources | None = None
+    own: Mapping[str, Resource] = field(default_factory=dict)
 
     @classmethod
     def of(cls, type_url: str, resources: Iterable[Resource]) -> TypedResources:
         by_name = {r.name: r for r in resources}
         version = digest(*(f"{n}={r.version};".encode() for n, r in sorted(by_name.items())))
-        return cls(type_url, by_name, version)
+        return cls(type_url, by_name, version, None, by_name)
+
+    @classmethod
+    def extend(cls, base: TypedResources, own: Iterable[Resource]) -> TypedResources:
+        own_by_name = {r.name: r for r in own}
+        resources = {**base.resources, **own_by_name}
+        parts = (f"{n}={r.version};".encode() for n, r in sorted(own_by_name.items()))
+        return cls(base.type_url, resources, digest(base.version.encode(), *parts), base,
+                   own_by_name)  # fmt: skip
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """Every resource's pre-encoded `Any` field, concatenated (a SotW response body)."""
+        own = b"".join(r.any_field for r in self.own.values())
+        return own if self.base is None else self.base.encoded + own
 
 
 @dataclass(frozen=True)
@@ -81,16 +113,36 @@ class Diff:
     changed: tuple[str, ...]  # new or different
     removed: tuple[str, ...]
 
+    def as_tuple(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return self.changed, self.removed
 
-def diff(old: TypedResources | None, new: TypedResources) -> Diff:
+
+NO_CHANGE = Diff((), ())
+
+
+def _diff_maps(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> Diff:
+    changed = tuple(
+        name for name, r in new.items()
+        if (previous := old.get(name)) is None or previous.version != r.version
+    )  # fmt: skip
+    return Diff(changed, tuple(name for name in old if name not in new))
+
+
+def diff(
+    old: TypedResources | None,
+    new: TypedResources,
+    base_diff: Callable[[TypedResources, TypedResources], Diff] | None = None,
+) -> Diff:
+    """What changed from `old` to `new`; `base_diff` (memoised) compares shared bases."""
     if old is None:
         return Diff(tuple(new.resources), ())
-    changed = tuple(
-        name for name, r in new.resources.items()
-        if (previous := old.resources.get(name)) is None or previous.version != r.version
-    )  # fmt: skip
-    removed = tuple(name for name in old.resources if name not in new.resources)
-    return Diff(changed, removed)
+    if old is new:
+        return NO_CHANGE
+    if old.base is None or new.base is None:
+        return _diff_maps(old.resources, new.resources)
+    shared = (base_diff or diff)(old.base, new.base)
+    own = _diff_maps(old.own, new.own)
+    return Diff(shared.changed + own.changed, shared.removed + own.removed)
 
 
 class _Memo(dict[Any, Any]):
@@ -114,12 +166,12 @@ class _Memo(dict[Any, Any]):
 
 class ResourceCache:
     def __init__(self, snapshot: MeshSnapshot) -> None:
-        self._chains = _Memo()
+        self._service_listeners = _Memo()
         self._clusters = _Memo()
         self._assignments = _Memo()
         self._static = [
-            Resource.of(gen.TYPE_CLUSTER, c.name, c.SerializeToString())
-            for c in gen.static_clusters()
+            Resource.of(TYPE_CLUSTER, c.name, c.SerializeToString())
+            for c in outbound.static_clusters()
         ]
         self._diffs: dict[tuple[TypedResources | None, TypedResources], Diff] = {}
         self.snapshot = snapshot
@@ -127,14 +179,14 @@ class ResourceCache:
 
     def set_snapshot(self, snapshot: MeshSnapshot) -> None:
         self.snapshot = snapshot
-        for memo in (self._chains, self._clusters, self._assignments):
+        for memo in (self._service_listeners, self._clusters, self._assignments):
             memo.sweep()
         self._reset()
 
     def _reset(self) -> None:
-        self._by_shape: dict[gen.ProxyShape, dict[str, TypedResources]] = {}
-        self._shapes: dict[ProxyInfo, gen.ProxyShape] = {}
-        self._outbound_listeners: dict[Bind, Resource] = {}
+        self._by_shape: dict[ProxyShape, dict[str, TypedResources]] = {}
+        self._shapes: dict[ProxyInfo, ProxyShape] = {}
+        self._capture_listeners: dict[tuple[Bind, bool], Resource] = {}
         self._shared: dict[str, TypedResources] = {}
         self._diffs.clear()
 
@@ -142,13 +194,13 @@ class ResourceCache:
         key = (old, new)
         found = self._diffs.get(key)
         if found is None:
-            found = self._diffs[key] = diff(old, new)
+            found = self._diffs[key] = diff(old, new, self.diff)
         return found
 
-    def shape_of(self, proxy: ProxyInfo) -> gen.ProxyShape:
+    def shape_of(self, proxy: ProxyInfo) -> ProxyShape:
         found = self._shapes.get(proxy)
         if found is None:
-            found = self._shapes[proxy] = gen.proxy_shape(self.snapshot, proxy)
+            found = self._shapes[proxy] = proxy_shape(self.snapshot, proxy)
         return found
 
     def resources_for(self, proxy: ProxyInfo) -> dict[str, TypedResources]:
@@ -158,25 +210,20 @@ class ResourceCache:
             found = self._by_shape[shape] = self._build(shape)
         return found
 
-    def _build(self, shape: gen.ProxyShape) -> dict[str, TypedResources]:
-        trust_domain = self.snapshot.trust_domain
-        inbound_listener = gen.inbound_listener(shape, trust_domain)
-        listeners = TypedResources.of(gen.TYPE_LISTENER, [
-            self._outbound_listener(shape.outbound_bind),
-            Resource.of(gen.TYPE_LISTENER, gen.VIRTUAL_INBOUND,
-                        inbound_listener.SerializeToString()),
-        ])  # fmt: skip
-        inbound = [
-            Resource.of(gen.TYPE_CLUSTER, c.name, c.SerializeToString())
-            for c in gen.inbound_clusters(shape)
-        ]
-        outbound = self._shared_typed(gen.TYPE_CLUSTER, self._outbound_clusters)
-        clusters = TypedResources.of(
-            gen.TYPE_CLUSTER, [*outbound.resources.values(), *self._static, *inbound]
-        )
-        endpoints = self._shared_typed(gen.TYPE_ENDPOINT, self._load_assignments)
-        return {gen.TYPE_LISTENER: listeners, gen.TYPE_CLUSTER: clusters,
-                gen.TYPE_ENDPOINT: endpoints}  # fmt: skip
+    def _build(self, shape: ProxyShape) -> dict[str, TypedResources]:
+        inbound_listener = inbound.inbound_listener(shape, self.snapshot.trust_domain)
+        listeners = TypedResources.extend(
+            self._shared_typed(TYPE_LISTENER, self._service_listener_resources),
+            [self._capture_listener(shape.outbound_bind, shape.transparent),
+             Resource.of(TYPE_LISTENER, VIRTUAL_INBOUND, inbound_listener.SerializeToString())],
+        )  # fmt: skip
+        clusters = TypedResources.extend(
+            self._shared_typed(TYPE_CLUSTER, self._outbound_clusters),
+            [Resource.of(TYPE_CLUSTER, c.name, c.SerializeToString())
+             for c in inbound.inbound_clusters(shape)],
+        )  # fmt: skip
+        endpoints = self._shared_typed(TYPE_ENDPOINT, self._load_assignments)
+        return {TYPE_LISTENER: listeners, TYPE_CLUSTER: clusters, TYPE_ENDPOINT: endpoints}
 
     def _shared_typed(self, type_url: str, build: Callable[[], list[Resource]]) -> TypedResources:
         found = self._shared.get(type_url)
@@ -184,28 +231,32 @@ class ResourceCache:
             found = self._shared[type_url] = TypedResources.of(type_url, build())
         return found
 
-    def _outbound_listener(self, bind: Bind) -> Resource:
-        found = self._outbound_listeners.get(bind)
-        if found is not None:
-            return found
-        snapshot = self.snapshot
-        chains = [
-            self._chains.get_or_build((service, port), partial(_chain_bytes, service, port))
-            for service, port in gen.outbound_services(snapshot)
-        ]
-        base = gen.outbound_listener((), bind, snapshot.outbound_policy == "REGISTRY_ONLY")
-        # `repeated FilterChain filter_chains = 3`, spliced in already serialised.
-        body = base.SerializeToString() + b"".join(length_delimited(3, c) for c in chains)
-        found = self._outbound_listeners[bind] = Resource.of(
-            gen.TYPE_LISTENER, gen.VIRTUAL_OUTBOUND, body
-        )
+    def _capture_listener(self, bind: Bind, transparent: bool) -> Resource:
+        found = self._capture_listeners.get((bind, transparent))
+        if found is None:
+            listener = outbound.virtual_outbound_listener(
+                bind,
+                registry_only=self.snapshot.outbound_policy == "REGISTRY_ONLY",
+                transparent=transparent,
+            )
+            found = self._capture_listeners[(bind, transparent)] = Resource.of(
+                TYPE_LISTENER, VIRTUAL_OUTBOUND, listener.SerializeToString()
+            )
         return found
+
+    def _service_listener_resources(self) -> list[Resource]:
+        return [
+            self._service_listeners.get_or_build(
+                (service, port), partial(_service_listener_resource, service, port)
+            )
+            for service, port in outbound.outbound_services(self.snapshot)
+        ]
 
     def _outbound_clusters(self) -> list[Resource]:
         snapshot = self.snapshot
-        resources = []
+        resources = [*self._static]
         for service in sorted(snapshot.services):
-            sans = gen.peer_identities(snapshot, service)
+            sans = outbound.peer_identities(snapshot, service)
             for port in service.ports:
                 build = partial(_cluster_resource, service, port.port, sans)
                 resources.append(self._clusters.get_or_build((service, port.port, sans), build))
@@ -216,24 +267,23 @@ class ResourceCache:
         resources = []
         for service in sorted(snapshot.services):
             for port in service.ports:
-                name = gen.outbound_cluster_name(port.port, service.hostname)
-                endpoints = gen.cluster_endpoints(snapshot, service, port.port)
+                name = outbound_cluster_name(port.port, service.hostname)
+                endpoints = outbound.cluster_endpoints(snapshot, service, port.port)
                 build = partial(_assignment_resource, name, endpoints)
                 resources.append(self._assignments.get_or_build((name, endpoints), build))
         return resources
 
 
-def _chain_bytes(service: Service, port: int) -> bytes:
-    chain: bytes = gen.outbound_filter_chain(service, port).SerializeToString()
-    return chain
+def _service_listener_resource(service: Service, port: int) -> Resource:
+    listener = outbound.service_listener(service, port)
+    return Resource.of(TYPE_LISTENER, listener.name, listener.SerializeToString())
 
 
 def _assignment_resource(name: str, endpoints: tuple[tuple[Endpoint, bool], ...]) -> Resource:
-    return Resource.of(
-        gen.TYPE_ENDPOINT, name, gen.load_assignment(name, endpoints).SerializeToString()
-    )
+    assignment = outbound.load_assignment(name, endpoints)
+    return Resource.of(TYPE_ENDPOINT, name, assignment.SerializeToString())
 
 
 def _cluster_resource(service: Service, port: int, sans: tuple[str, ...]) -> Resource:
-    cluster = gen.outbound_cluster(service, port, sans)
-    return Resource.of(gen.TYPE_CLUSTER, cluster.name, cluster.SerializeToString())
+    cluster = outbound.outbound_cluster(service, port, sans)
+    return Resource.of(TYPE_CLUSTER, cluster.name, cluster.SerializeToString())

@@ -44,7 +44,7 @@ class MeshServing:
     revision: str
     mesh: MeshConfig
     host: str = "0.0.0.0"
-    plaintext_port: int | None = 15010
+    plaintext_port: int | None = None  # plaintext, unauthenticated xDS: only when asked for
     tls_port: int | None = 15012
     monitoring_port: int | None = 15014
     # Single host:

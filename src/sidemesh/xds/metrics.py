@@ -53,6 +53,10 @@ class XdsMetrics:
     nacks: dict[str, int] = field(default_factory=dict)
     push_time: Histogram = field(default_factory=Histogram)  # snapshot change → response sent
     snapshots: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)  # streams refused, by status code
+
+    def refused(self, code: str) -> None:
+        self.refusals[code] = self.refusals.get(code, 0) + 1
 
     def pushed(self, type_url: str) -> None:
         key = short_type(type_url)
@@ -80,6 +84,12 @@ class XdsMetrics:
             "pilot_proxy_convergence_time",
             "Delay between a config change and a proxy receiving it.",
         )
+        lines += ["# HELP sidemesh_xds_streams_refused_total ADS streams refused on :15012.",
+                  "# TYPE sidemesh_xds_streams_refused_total counter"]  # fmt: skip
+        lines += [
+            f'sidemesh_xds_streams_refused_total{{code="{c}"}} {n}'
+            for c, n in sorted(self.refusals.items())
+        ]
         lines += ["# TYPE sidemesh_snapshots_total counter",
                   f"sidemesh_snapshots_total {self.snapshots}"]  # fmt: skip
         return lines

@@ -1,5 +1,8 @@
-"""The control plane's gRPC and monitoring servers: ADS + CA on :15012 (TLS), ADS on :15010
-(plaintext), metrics and proxy status on :15014.
+"""The control plane's gRPC and monitoring servers: ADS + CA on :15012 (TLS, every ADS stream
+authenticated, see `authn.py`), metrics and proxy status on :15014, and — only when asked for —
+ADS on :15010 in plaintext, unauthenticated: anyone who reaches that port reads the whole mesh
+configuration, so it is off unless a port is given (the agent uses it only with
+`--xds-plaintext`).
 
 `sidemesh discovery` wires it as:
 
@@ -12,7 +15,9 @@ with `ca` from `security.store.load_or_create_ca`, `authenticator` a
 host), and `registry` a `registry_kube.KubeRegistry` or `registry_files.FileRegistry`.
 The serving certificate for :15012 is issued by the same CA for `istiod[-REV].istio-system.svc`
 (and the other names Istio uses) plus `spiffe://<td>/ns/istio-system/sa/istiod`, and renewed at
-half its lifetime.
+half its lifetime. TLS on :15012 ends in `tls_front.TlsFront` (a client certificate is optional
+and verified when given, which grpcio's credentials cannot express); the gRPC server behind it
+listens on loopback only.
 """
 
 # mypy: disable-error-code="import-untyped"
@@ -22,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import os
 import socket
+import ssl
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import grpc
 from grpc import aio
 
 from sidemesh.api import names
@@ -35,9 +42,11 @@ from sidemesh.security.ca import CertificateAuthority
 from sidemesh.security.identity import SpiffeId
 from sidemesh.security.server import CaMetrics, CertificateService
 from sidemesh.xds.ads import AdsServer
+from sidemesh.xds.authn import XdsAuthenticator
 from sidemesh.xds.metrics import XdsMetrics
 from sidemesh.xds.model import MeshSnapshot
 from sidemesh.xds.monitoring import MonitoringServer
+from sidemesh.xds.tls_front import TlsFront
 
 log = logging.getLogger("sidemesh.xds.server")
 
@@ -48,7 +57,14 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
+    # After a control-plane restart every sidecar reconnects at once. grpc.aio takes new calls
+    # off the core's queue one per event-loop turn, so thousands can wait a moment; gRPC's
+    # defaults reject calls at random from 1,000 waiting and all from 3,000, which the proxies
+    # see as CANCELLED streams (and retry after a backoff). Waiting is cheaper than retrying.
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 40_000),
 ]
+LOOPBACK = "127.0.0.1"
 
 
 class Registry(Protocol):
@@ -59,7 +75,7 @@ class Registry(Protocol):
 @dataclass(frozen=True)
 class ControlPlaneConfig:
     host: str = "0.0.0.0"
-    plaintext_port: int | None = names.PORT_XDS_PLAINTEXT  # None: not served
+    plaintext_port: int | None = None  # e.g. names.PORT_XDS_PLAINTEXT; None: not served
     tls_port: int | None = names.PORT_XDS_TLS  # needs a CA
     monitoring_port: int | None = names.PORT_MONITORING
     revision: str = "default"
@@ -94,12 +110,14 @@ class ControlPlaneServer:
             if ca is not None and authenticator is not None
             else None
         )
+        self.authenticator = authenticator
         self.registry = registry
+        self.front: TlsFront | None = None
         self.monitoring = MonitoringServer(metrics=self.render_metrics, syncz=self.ads.status)
         self._servers: list[aio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.ports: dict[str, int] = {}
-        self._serving: tuple[bytes, bytes] | None = None
+        self._serving_context: ssl.SSLContext | None = None
         self._serving_renew_at: datetime.datetime | None = None
 
     def set_snapshot(self, snapshot: MeshSnapshot) -> None:
@@ -115,18 +133,29 @@ class ControlPlaneServer:
             server.add_generic_rpc_handlers((self.ads.handler(),))
             self.ports["xds"] = server.add_insecure_port(f"{host}:{self.config.plaintext_port}")
             self._servers.append(server)
+            log.warning("xDS on %s:%d is plaintext and unauthenticated: whoever reaches it "
+                        "reads the mesh configuration", host, self.ports["xds"])  # fmt: skip
+        backend_port = None
         if self.config.tls_port is not None and self.ca is not None:
+            self.front = TlsFront(context=self._tls_context)
+            authenticator = XdsAuthenticator(
+                trust_domain=self.ca.trust_domain,
+                peer_identities=self.front.identities,
+                tokens=self.authenticator,
+            )
             server = aio.server(options=GRPC_OPTIONS)
-            handlers = [self.ads.handler()]
+            handlers = [self.ads.handler(authenticator)]
             if self.certificates is not None:
                 handlers.append(self.certificates.handler())
             server.add_generic_rpc_handlers(tuple(handlers))
-            self.ports["xds-tls"] = server.add_secure_port(
-                f"{host}:{self.config.tls_port}", self._tls_credentials()
-            )
+            backend_port = server.add_insecure_port(f"{LOOPBACK}:0")
             self._servers.append(server)
         for server in self._servers:
             await server.start()
+        if self.front is not None and backend_port is not None:
+            self.ports["xds-tls"] = await self.front.start(
+                host, self.config.tls_port or 0, backend=(LOOPBACK, backend_port)
+            )
         if self.config.monitoring_port is not None:
             await self.monitoring.start(host, self.config.monitoring_port)
             self.ports["monitoring"] = self.monitoring.port
@@ -139,6 +168,9 @@ class ControlPlaneServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.front is not None:
+            await self.front.stop()
+            self.front = None
         await asyncio.gather(*(server.stop(grace) for server in self._servers))
         self._servers.clear()
         await self.monitoring.stop()
@@ -155,21 +187,28 @@ class ControlPlaneServer:
         self._serving_renew_at = now + SERVING_CERT_TTL / 2
         return chain.encode(), key
 
-    def _certificate_configuration(self) -> Any:
+    def _tls_context(self) -> ssl.SSLContext:
+        """The current TLS context for :15012 (a fresh serving certificate at half-life)."""
+        renew_at = self._serving_renew_at
+        if (
+            self._serving_context is not None
+            and renew_at is not None
+            and datetime.datetime.now(datetime.UTC) < renew_at
+        ):
+            return self._serving_context
         assert self.ca is not None
         chain, key = self._issue_serving_certificate()
-        return grpc.ssl_server_certificate_configuration(
-            [(key, chain)], root_certificates=self.ca.root_pem().encode()
-        )
-
-    def _tls_credentials(self) -> grpc.ServerCredentials:
-        def fetch() -> Any:
-            renew_at = self._serving_renew_at
-            if renew_at is not None and datetime.datetime.now(datetime.UTC) < renew_at:
-                return None  # keep the current one
-            return self._certificate_configuration()
-
-        # Client certificates are optional: CSR callers authenticate with tokens.
-        return grpc.dynamic_ssl_server_credentials(
-            self._certificate_configuration(), fetch, require_client_authentication=False
-        )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_alpn_protocols(["h2"])
+        # Ask for a client certificate; verify it against the mesh root if one is sent.
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.load_verify_locations(cadata=self.ca.root_pem())
+        with tempfile.TemporaryDirectory(prefix="sidemesh-serving-") as directory:
+            chain_file, key_file = os.path.join(directory, "c.pem"), os.path.join(directory, "k")
+            for path, data in ((chain_file, chain), (key_file, key)):
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as out:
+                    out.write(data)
+            context.load_cert_chain(chain_file, key_file)
+        self._serving_context = context
+        return context

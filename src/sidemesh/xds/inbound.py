@@ -1,0 +1,162 @@
+"""Inbound resources and the proxy *shape* they depend on.
+
+`virtualInbound` (15006) has, per port the workload serves, a TLS chain (SDS `default` +
+`ROOTCA`, client certificate required; XFCC carries the caller's SPIFFE id to the app) and in
+PERMISSIVE a plaintext chain too; the app is reached on 127.0.0.1:<port>.
+"""
+
+# mypy: disable-error-code="import-untyped"
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
+from google.protobuf import json_format
+
+from sidemesh.xds import outbound  # noqa: F401  (registers the filter types both sides use)
+from sidemesh.xds.envoy_json import (
+    CONNECT_TIMEOUT,
+    ORIGINAL_DST,
+    TLS_INSPECTOR,
+    common_tls_context,
+    http2_protocol_options,
+    http_connection_manager,
+    socket_address,
+    tcp_proxy,
+    typed,
+)
+from sidemesh.xds.model import MeshSnapshot, MtlsMode, Protocol, is_http
+from sidemesh.xds.proxy import Bind, ProxyInfo
+from sidemesh.xds.resource_names import INBOUND_PASSTHROUGH, VIRTUAL_INBOUND, inbound_cluster_name
+
+# Pre-1.10 Istio forwarding: the app is reached on loopback. Chosen because it works the same
+# in every runtime we have: with iptables capture (the proxy's uid is exempt, loopback is not
+# redirected) and without it, where the sidecar binds the pod address and the app loopback
+# (the single-host tests). The price: an app bound only to 127.0.0.1 is reachable from the mesh.
+INBOUND_FORWARD_ADDRESS = "127.0.0.1"
+
+
+@dataclass(frozen=True, order=True)
+class InboundPort:
+    port: int
+    protocol: Protocol
+    mode: MtlsMode
+
+
+@dataclass(frozen=True)
+class ProxyShape:
+    """Everything about a proxy that its resources depend on; equal shapes, equal bytes."""
+
+    inbound: tuple[InboundPort, ...]
+    default_mode: MtlsMode
+    outbound_bind: Bind
+    inbound_bind: Bind
+    transparent: bool = False  # TPROXY interception: virtual listeners are IP_TRANSPARENT
+
+
+def proxy_shape(snapshot: MeshSnapshot, proxy: ProxyInfo) -> ProxyShape:
+    labels = proxy.label_map
+    ports: dict[int, InboundPort] = {}
+    for service, endpoint in snapshot.instances_by_address.get(proxy.ip, ()):
+        if endpoint.namespace and endpoint.namespace != proxy.namespace:
+            continue
+        service_port = service.port(endpoint.service_port)
+        if service_port is None or endpoint.port in ports:
+            continue  # first service wins a shared target port
+        mode = snapshot.mtls_mode(proxy.namespace, labels, endpoint.port)
+        ports[endpoint.port] = InboundPort(endpoint.port, service_port.protocol, mode)
+    return ProxyShape(
+        inbound=tuple(sorted(ports.values())),
+        default_mode=snapshot.mtls_mode(proxy.namespace, labels, None),
+        outbound_bind=proxy.outbound_bind,
+        inbound_bind=proxy.inbound_bind,
+        transparent=proxy.interception_mode == "TPROXY",
+    )
+
+
+def _inbound_chains(
+    port: int | None, protocol: Protocol, mode: MtlsMode, trust_domain: str
+) -> list[dict[str, Any]]:
+    cluster = inbound_cluster_name(port) if port is not None else INBOUND_PASSTHROUGH
+
+    def filters(tls: bool) -> list[dict[str, Any]]:
+        if not is_http(protocol):
+            return [tcp_proxy(cluster)]
+        # Over mTLS the app learns the caller's SPIFFE id; plaintext callers cannot forge it.
+        xfcc: dict[str, Any] = (
+            {"forward_client_cert_details": "APPEND_FORWARD",
+             "set_current_client_cert_details": {"uri": True}}
+            if tls else {"forward_client_cert_details": "SANITIZE"}
+        )  # fmt: skip
+        return [http_connection_manager(cluster, [(["*"], cluster)], **xfcc)]
+
+    match: dict[str, Any] = {"destination_port": port} if port is not None else {}
+    downstream_tls = typed(
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        require_client_certificate=True,
+        common_tls_context=common_tls_context(
+            [{"san_type": "URI", "matcher": {"prefix": f"spiffe://{trust_domain}/"}}]
+        ),
+    )
+    name = cluster
+    chains: list[dict[str, Any]] = []
+    if mode in ("STRICT", "PERMISSIVE"):
+        chains.append({
+            "name": f"{name}-mtls",
+            "filter_chain_match": {**match, "transport_protocol": "tls"},
+            "transport_socket": {"name": "envoy.transport_sockets.tls",
+                                 "typed_config": downstream_tls},
+            "filters": filters(tls=True),
+        })  # fmt: skip
+    if mode == "PERMISSIVE":
+        chains.append({
+            "name": f"{name}-plaintext",
+            "filter_chain_match": {**match, "transport_protocol": "raw_buffer"},
+            "filters": filters(tls=False),
+        })  # fmt: skip
+    if mode == "DISABLE":
+        chains.append({"name": name, "filter_chain_match": match, "filters": filters(tls=False)})
+    return chains
+
+
+def inbound_listener(shape: ProxyShape, trust_domain: str) -> Any:
+    chains = []
+    for inbound in shape.inbound:
+        chains += _inbound_chains(inbound.port, inbound.protocol, inbound.mode, trust_domain)
+    chains += _inbound_chains(None, "TCP", shape.default_mode, trust_domain)
+    listener: dict[str, Any] = {
+        "name": VIRTUAL_INBOUND,
+        "address": socket_address(shape.inbound_bind.address, shape.inbound_bind.port),
+        "use_original_dst": True,
+        "traffic_direction": "INBOUND",
+        "listener_filters": [ORIGINAL_DST, TLS_INSPECTOR],
+        "filter_chains": chains,
+    }
+    if shape.transparent:
+        listener["transparent"] = True
+    return json_format.ParseDict(listener, listener_pb2.Listener())
+
+
+def inbound_clusters(shape: ProxyShape) -> list[Any]:
+    clusters = []
+    for inbound in shape.inbound:
+        name = inbound_cluster_name(inbound.port)
+        cluster: dict[str, Any] = {
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": CONNECT_TIMEOUT,
+            "load_assignment": {
+                "cluster_name": name,
+                "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": socket_address(INBOUND_FORWARD_ADDRESS, inbound.port)}}
+                ]}],
+            },
+        }  # fmt: skip
+        if inbound.protocol in ("HTTP2", "GRPC"):
+            cluster["typed_extension_protocol_options"] = http2_protocol_options()
+        clusters.append(json_format.ParseDict(cluster, cluster_pb2.Cluster()))
+    return clusters

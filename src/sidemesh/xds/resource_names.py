@@ -1,0 +1,28 @@
+"""Names the sidecar, the agent and Istio's tools rely on: resource type URLs, listener and
+cluster names. Istio's spelling throughout, so `istioctl`-shaped tooling and habits carry over."""
+
+from __future__ import annotations
+
+TYPE_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+TYPE_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+TYPE_ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+TYPE_ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+VIRTUAL_OUTBOUND = "virtualOutbound"
+VIRTUAL_INBOUND = "virtualInbound"
+PASSTHROUGH = "PassthroughCluster"
+BLACKHOLE = "BlackHoleCluster"
+INBOUND_PASSTHROUGH = "InboundPassthroughCluster"
+
+
+def outbound_cluster_name(port: int, hostname: str) -> str:
+    return f"outbound|{port}||{hostname}"
+
+
+def inbound_cluster_name(port: int) -> str:
+    return f"inbound|{port}||"
+
+
+def service_listener_name(vip: str, port: int) -> str:
+    """Istio's name for the outbound listener of one service VIP:port (`10.96.0.10_80`)."""
+    return f"{vip}_{port}"
