@@ -9,6 +9,7 @@ from fake_control_plane import TestPki
 
 from sidemesh.agent.certs import (
     CertificateError,
+    WorkloadCertificate,
     assemble,
     build_csr,
     generate_key,
@@ -60,3 +61,13 @@ def test_a_certificate_for_another_key_is_refused() -> None:
 def test_malformed_answers_are_refused(chain: list[str], message: str) -> None:
     with pytest.raises(CertificateError, match=message):
         assemble(chain, generate_key(), b"")
+
+
+def test_renewal_counts_from_arrival_not_from_a_backdated_not_before() -> None:
+    # CAs backdate notBefore (ours by a minute): a 10 s certificate that arrived at t=1000
+    # is renewed at t=1005 with fraction 0.5, not "35 s ago" (which renewed in a tight loop).
+    certificate = WorkloadCertificate(
+        chain_pem=b"", key_pem=b"", root_pem=b"", serial=1, not_before=940.0, not_after=1010.0
+    )
+    assert certificate.renew_at(0.5, received_at=1000.0) == pytest.approx(1005.0)
+    assert certificate.renew_at(0.5, received_at=900.0) == pytest.approx(975.0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -147,3 +150,31 @@ async def test_prober_counts_results() -> None:
         assert not prober.knows("/app-health/web/readyz")
         assert (await prober.check("/app-health/web/livez")).success
     assert metrics.probe_results[("/app-health/web/livez", "success")] == 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="127.0.0.6 is a loopback address on Linux")
+async def test_probes_of_the_pod_address_leave_from_the_passthrough_source() -> None:
+    # Capture returns 127.0.0.6 on loopback untouched, so the probe reaches the app itself
+    # instead of Envoy's inbound listener (which refuses plaintext under STRICT mTLS).
+    peers: list[str] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername")[0])
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert (await run_probe(AppProbe(HttpProbe(port=port)), default_host=HOST)).success
+        assert (await run_probe(AppProbe(TcpProbe(port=port)), default_host=HOST)).success
+        # A probe naming another host is not the pod probing itself: the kernel picks.
+        named = AppProbe(HttpProbe(port=port, host=HOST))
+        assert (await run_probe(named, default_host="127.0.0.2")).success
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert peers == ["127.0.0.6", "127.0.0.6", "127.0.0.1"]

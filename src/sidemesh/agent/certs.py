@@ -58,9 +58,15 @@ class WorkloadCertificate:
     not_after: float
     uris: tuple[str, ...] = ()
 
-    def renew_at(self, fraction: float) -> float:
-        """When to ask for the next certificate: `fraction` of the way through the lifetime."""
-        return self.not_before + fraction * (self.not_after - self.not_before)
+    def renew_at(self, fraction: float, *, received_at: float | None = None) -> float:
+        """When to ask for the next certificate: `fraction` of the way through the lifetime.
+
+        The lifetime counts from when the certificate arrived (`received_at`) if that is later
+        than notBefore: CAs backdate notBefore for clock skew (ours by a minute, Istio's too),
+        and counting from there would renew a short-lived certificate at once, in a loop.
+        """
+        start = self.not_before if received_at is None else max(self.not_before, received_at)
+        return start + fraction * (self.not_after - start)
 
 
 def _timestamp(moment: datetime.datetime) -> float:

@@ -105,10 +105,12 @@ async def fetch(
     timeout: float = 3.0,
     tls: ssl.SSLContext | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    local_address: str | None = None,
 ) -> HttpResponse:
     """One request; raises HttpError when no complete response head arrives in time.
 
     A body longer than `max_body` is cut there and the response marked `truncated`.
+    `local_address` binds the connection's source address (the port is left to the kernel).
     """
     request = _encode_request(method, host, port, path, headers, body)
     collector = _Collector(max_body)
@@ -116,7 +118,11 @@ async def fetch(
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
-                host, port, ssl=tls, server_hostname=host if tls is not None else None
+                host,
+                port,
+                ssl=tls,
+                server_hostname=host if tls is not None else None,
+                local_addr=(local_address, 0) if local_address is not None else None,
             )
             try:
                 writer.write(request)

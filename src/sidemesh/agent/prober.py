@@ -9,12 +9,22 @@
 Each probe is bounded by its own `timeoutSeconds` (default 1 s). The target is the probe's
 `host` if it set one, else the pod IP (where the kubelet would have sent it), configurable
 for tests and the local runtime.
+
+HTTP and TCP probes of the pod's own address leave from 127.0.0.6 (::6 for IPv6), as Istio's
+agent's do: capture returns that loopback source untouched (`-o lo -s 127.0.0.6/32 -j
+RETURN`), so the probe reaches the app itself. From any other source the proxy uid's
+connection to its own pod IP is redirected into Envoy's inbound listener, where STRICT mTLS
+refuses it (and a port no service declares loops back through the passthrough cluster).
+gRPC probes cannot choose their source address (grpcio has no such option) and keep the
+old path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +40,8 @@ HEALTH_CHECK_METHOD: Final = "/grpc.health.v1.Health/Check"
 SERVING: Final = 1
 _PROBE_BODY_LIMIT: Final = 10 * 1024  # the kubelet reads no more than this either
 _PROBE_USER_AGENT: Final = "kube-probe/sidemesh"
+PROBE_SOURCE_IPV4: Final = "127.0.0.6"
+PROBE_SOURCE_IPV6: Final = "::6"
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,29 @@ def _target(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def _probe_http(action: HttpProbe, host: str, timeout: float) -> ProbeResult:
+@functools.cache
+def _can_bind(address: str) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+    except OSError:  # e.g. ::6 not on lo (no IPv6 capture), or no such loopback address
+        return False
+    return True
+
+
+def probe_source(host: str, default_host: str) -> str | None:
+    """The source address for a probe of `host`: the passthrough address when probing the
+    pod's own address (and the kernel lets us use it), else None (the kernel's choice)."""
+    if host != default_host:
+        return None
+    source = PROBE_SOURCE_IPV6 if ":" in host else PROBE_SOURCE_IPV4
+    return source if _can_bind(source) else None
+
+
+async def _probe_http(
+    action: HttpProbe, host: str, timeout: float, source: str | None
+) -> ProbeResult:
     headers = [("User-Agent", _PROBE_USER_AGENT), ("Accept", "*/*")]
     overridden = {name.lower() for name, _ in action.headers}
     headers = [(n, v) for n, v in headers if n.lower() not in overridden] + list(action.headers)
@@ -115,6 +149,7 @@ async def _probe_http(action: HttpProbe, host: str, timeout: float) -> ProbeResu
             timeout=timeout,
             tls=_insecure_tls() if action.scheme == "HTTPS" else None,
             max_body=_PROBE_BODY_LIMIT,
+            local_address=source,
         )
     except http.HttpError as exc:
         return ProbeResult(False, str(exc))
@@ -122,10 +157,14 @@ async def _probe_http(action: HttpProbe, host: str, timeout: float) -> ProbeResu
     return ProbeResult(success, f"HTTP {response.status}")
 
 
-async def _probe_tcp(action: TcpProbe, host: str, timeout: float) -> ProbeResult:
+async def _probe_tcp(
+    action: TcpProbe, host: str, timeout: float, source: str | None
+) -> ProbeResult:
     try:
         async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(host, action.port)
+            _, writer = await asyncio.open_connection(
+                host, action.port, local_addr=(source, 0) if source is not None else None
+            )
     except TimeoutError:
         return ProbeResult(
             False, f"{_target(host, action.port)}: no connection within {timeout:g}s"
@@ -157,13 +196,14 @@ async def run_probe(probe: AppProbe, *, default_host: str) -> ProbeResult:
     action = probe.action
     host = action.host if isinstance(action, HttpProbe | TcpProbe) and action.host else None
     host = host or default_host
+    source = probe_source(host, default_host)
     try:
         # Each kind honours the timeout itself; this only bounds a stuck close or handshake.
         async with asyncio.timeout(probe.timeout + 1.0):
             if isinstance(action, HttpProbe):
-                return await _probe_http(action, host, probe.timeout)
+                return await _probe_http(action, host, probe.timeout, source)
             if isinstance(action, TcpProbe):
-                return await _probe_tcp(action, host, probe.timeout)
+                return await _probe_tcp(action, host, probe.timeout, source)
             return await _probe_grpc(action, host, probe.timeout)
     except TimeoutError:
         return ProbeResult(False, f"no answer within {probe.timeout:g}s")

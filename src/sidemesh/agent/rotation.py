@@ -77,6 +77,7 @@ class CertificateManager:
         self._clock = clock
         self._subscribers: list[Subscriber] = []
         self.current: certs.WorkloadCertificate | None = None
+        self._received_at: float | None = None
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
@@ -109,6 +110,7 @@ class CertificateManager:
 
     def _install(self, certificate: certs.WorkloadCertificate) -> None:
         self.current = certificate
+        self._received_at = self._clock()
         self._metrics.cert_renewals += 1
         self._metrics.cert_expiry_timestamp = certificate.not_after
         if self._output_dir is not None:
@@ -155,7 +157,8 @@ class CertificateManager:
         while not stop.is_set():
             current = self.current
             if current is not None:
-                delay = current.renew_at(self._renew_fraction) - self._clock()
+                renew_at = current.renew_at(self._renew_fraction, received_at=self._received_at)
+                delay = renew_at - self._clock()
                 if await sleep_unless(stop, delay):
                     return
             if not await self.obtain(stop):
