@@ -183,6 +183,7 @@ def start_agent(
         "ISTIO_META_APP_CONTAINERS": "web",
         "ISTIO_META_CLUSTER_ID": "Kubernetes",
         "ISTIO_META_WORKLOAD_NAME": "web",
+        "SIDEMESH_XDS_DELTA": "false",  # the fake control plane speaks State-of-the-World only
         **(env or {}),
     }
     command = [

@@ -264,7 +264,7 @@ def build_bootstrap(settings: AgentSettings) -> dict[str, Any]:
         "overload_manager": _overload_manager(),
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": "DELTA_GRPC" if settings.control_plane.delta else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],

@@ -55,6 +55,7 @@ ENV_SECRET_TTL: Final = "SECRET_TTL"
 ENV_OUTPUT_CERTS: Final = "OUTPUT_CERTS"
 # sidemesh's own overrides (paths, ports, plaintext), for tests and the local runtime.
 ENV_XDS_PLAINTEXT: Final = "SIDEMESH_XDS_PLAINTEXT"
+ENV_XDS_DELTA: Final = "SIDEMESH_XDS_DELTA"  # "false": State-of-the-World ADS
 ENV_RENEW_FRACTION: Final = "SIDEMESH_CERT_RENEW_FRACTION"
 
 DEFAULT_CONFIG_DIR: Final = Path("/etc/istio/proxy")
@@ -189,6 +190,7 @@ def _control_plane(
         ca_address=ca_address,
         plaintext=_bool(plaintext, ENV_XDS_PLAINTEXT),
         san_override=env.get(ENV_ISTIOD_SAN) or None,
+        delta=_bool(_pick(None, env, ENV_XDS_DELTA, True), ENV_XDS_DELTA),
     )
 
 
