@@ -114,9 +114,16 @@ def in_process(env_vars: int, rounds: int) -> dict[str, float]:
     return {k: round(v, 1) for k, v in figures.items()}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far, from /proc (robust to other load on the box)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def over_https(duration: float, rounds: int) -> dict[str, Any]:
     body = typical_review()
     best: dict[str, dict[str, Any]] = {}
+    cpu: dict[str, list[float]] = {"floor": [], "webhook": []}
     with tempfile.TemporaryDirectory() as directory:
         engine_dir, floor_dir = Path(directory, "engine"), Path(directory, "floor")
         engine_dir.mkdir()
@@ -124,7 +131,11 @@ def over_https(duration: float, rounds: int) -> dict[str, Any]:
         with start_floor(floor_dir) as floor, start_webhook(engine_dir) as webhook:
             for _ in range(rounds):
                 for name, server in (("floor", floor), ("webhook", webhook)):
+                    before = cpu_seconds(server.process.pid)
                     result = run_load(server.port, body, ca_file=server.ca_file, duration=duration)
+                    used = cpu_seconds(server.process.pid) - before
+                    if result["requests"]:
+                        cpu[name].append(used / result["requests"] * 1e6)
                     if name not in best or result["rps"] > best[name]["rps"]:
                         best[name] = result
     return {
@@ -136,6 +147,14 @@ def over_https(duration: float, rounds: int) -> dict[str, Any]:
         "https_vs_floor": round(best["webhook"]["rps"] / best["floor"]["rps"], 3)
         if best["floor"]["rps"]
         else None,
+        # Server CPU per request (median over rounds): what each request costs the server
+        # process, whatever else the machine is doing; floor/webhook is the same ratio as
+        # rps would be for a CPU-bound server with a client that is never the bottleneck.
+        "server_cpu_us_per_request": round(statistics.median(cpu["webhook"]), 1),
+        "floor_cpu_us_per_request": round(statistics.median(cpu["floor"]), 1),
+        "cpu_floor_vs_webhook": round(
+            statistics.median(cpu["floor"]) / statistics.median(cpu["webhook"]), 3
+        ),
     }
 
 

@@ -1,0 +1,241 @@
+"""A local control plane is an ordinary Deployment in `istio-system`, as in a cluster.
+
+`control-plane start --revision REV` applies (into `istio-system`): a Secret with the webhook's
+serving certificate, the `cacerts` Secret (the runtime's CA, Istio's plug-in layout), a
+ServiceAccount, the Service `istiod[-REV]` (443 -> 15017 webhook, 15010, 15012, 15014) and the
+Deployment `istiod[-REV]` whose pods run `sidemesh discovery`, labelled as the guide shows
+(`app=istiod`, `istio.io/rev=REV`, `istio=istiod`). The runtime then "installs" the revision's
+webhook entries (see `admission.webhook_entries`).
+
+Later growth goes through `ControlPlaneOptions`: extra arguments and environment for
+`sidemesh discovery`. The files the xDS server and mesh CA will read are already mounted:
+
+| in the pod                     | what                                           |
+|--------------------------------|------------------------------------------------|
+| /var/run/secrets/istiod/tls    | tls.crt, tls.key (webhook serving pair)        |
+| /etc/cacerts                   | ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem |
+| /var/lib/sidemesh/registry     | Services, EndpointSlices, Pods, Namespaces (YAML) |
+| /var/lib/sidemesh/tokens       | tokens.yaml: digests of the pods' identity tokens |
+
+and named in the environment (SIDEMESH_REGISTRY_DIR, SIDEMESH_LOCAL_TOKENS, SIDEMESH_CACERTS_DIR).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidemesh import __version__
+from sidemesh.api import names
+from sidemesh.local.model import State
+
+TLS_DIR = "/var/run/secrets/istiod/tls"
+CACERTS_DIR = "/etc/cacerts"
+REGISTRY_DIR = "/var/lib/sidemesh/registry"
+TOKENS_DIR = "/var/lib/sidemesh/tokens"
+CONTROL_PLANE_ACCOUNT = "istiod"
+
+
+@dataclass(frozen=True)
+class ControlPlaneOptions:
+    revision: str
+    default: bool = False
+    replicas: int = 1
+    image: str = f"ghcr.io/sidemesh/sidemesh:{__version__}"
+    extra_args: tuple[str, ...] = ()
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def revision_labels(revision: str) -> dict[str, str]:
+    """The control-plane pods' labels (the guide's LABELS column, minus pod-template-hash)."""
+    return {"app": "istiod", names.LABEL_REVISION: revision, "istio": "istiod"}
+
+
+def serving_names(revision: str) -> list[str]:
+    service = names.service_name(revision)
+    namespace = names.CONTROL_PLANE_NAMESPACE
+    return [
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.cluster.local",
+    ]
+
+
+def discovery_args(options: ControlPlaneOptions) -> list[str]:
+    return [
+        "discovery",
+        "--tls-cert-file",
+        f"{TLS_DIR}/tls.crt",
+        "--tls-key-file",
+        f"{TLS_DIR}/tls.key",
+        "--revision",
+        options.revision,
+        "--port",
+        str(names.PORT_WEBHOOK),
+        *options.extra_args,
+    ]
+
+
+def _secret(name: str, data: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": names.CONTROL_PLANE_NAMESPACE},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def control_plane_objects(
+    options: ControlPlaneOptions,
+    *,
+    serving_cert: str,
+    serving_key: str,
+    ca_files: Mapping[str, str],
+    state_dir: Path,
+) -> list[dict[str, Any]]:
+    revision = options.revision
+    name = names.service_name(revision)
+    namespace = names.CONTROL_PLANE_NAMESPACE
+    labels = revision_labels(revision)
+    selector = {"app": "istiod", names.LABEL_REVISION: revision}
+    env = [
+        {"name": "REVISION", "value": revision},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "SIDEMESH_REGISTRY_DIR", "value": REGISTRY_DIR},
+        {"name": "SIDEMESH_LOCAL_TOKENS", "value": f"{TOKENS_DIR}/tokens.yaml"},
+        {"name": "SIDEMESH_CACERTS_DIR", "value": CACERTS_DIR},
+        *({"name": k, "value": v} for k, v in options.extra_env.items()),
+    ]
+    container = {
+        "name": "discovery",
+        "image": options.image,
+        "args": discovery_args(options),
+        "env": env,
+        "ports": [
+            {"name": "https-webhook", "containerPort": names.PORT_WEBHOOK, "protocol": "TCP"},
+            {"name": "grpc-xds", "containerPort": names.PORT_XDS_PLAINTEXT, "protocol": "TCP"},
+            {"name": "https-dns", "containerPort": names.PORT_XDS_TLS, "protocol": "TCP"},
+            {"name": "http-monitoring", "containerPort": names.PORT_MONITORING, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": names.PORT_WEBHOOK, "scheme": "HTTPS"},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "runAsUser": names.PROXY_UID,
+            "runAsGroup": names.PROXY_GID,
+            "runAsNonRoot": True,
+        },
+        "volumeMounts": [
+            {"name": "istiod-tls", "mountPath": TLS_DIR, "readOnly": True},
+            {"name": "cacerts", "mountPath": CACERTS_DIR, "readOnly": True},
+            {"name": "local-registry", "mountPath": REGISTRY_DIR, "readOnly": True},
+            {"name": "local-tokens", "mountPath": TOKENS_DIR, "readOnly": True},
+        ],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "replicas": options.replicas,
+            "selector": {"matchLabels": selector},
+            "template": {
+                # Never inject the control plane itself (server-side skip, as ASM's istiod).
+                "metadata": {
+                    "labels": dict(labels),
+                    "annotations": {names.ANNOTATION_INJECT: "false"},
+                },
+                "spec": {
+                    "serviceAccountName": CONTROL_PLANE_ACCOUNT,
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "istiod-tls", "secret": {"secretName": f"{name}-tls"}},
+                        {"name": "cacerts", "secret": {"secretName": "cacerts"}},
+                        {
+                            "name": "local-registry",
+                            "hostPath": {
+                                "path": str(state_dir / "registry"),
+                                "type": "DirectoryOrCreate",
+                            },
+                        },
+                        {
+                            "name": "local-tokens",
+                            "hostPath": {
+                                "path": str(state_dir / "tokens"),
+                                "type": "DirectoryOrCreate",
+                            },
+                        },
+                    ],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app": "istiod", "istio": "pilot", names.LABEL_REVISION: revision},
+        },
+        "spec": {
+            "selector": selector,
+            "ports": [
+                {"name": "grpc-xds", "port": names.PORT_XDS_PLAINTEXT, "protocol": "TCP"},
+                {"name": "https-dns", "port": names.PORT_XDS_TLS, "protocol": "TCP"},
+                {
+                    "name": "https-webhook",
+                    "port": 443,
+                    "targetPort": names.PORT_WEBHOOK,
+                    "protocol": "TCP",
+                },
+                {"name": "http-monitoring", "port": names.PORT_MONITORING, "protocol": "TCP"},
+            ],
+        },
+    }
+    return [  # the namespace is ensured by the caller (applying it would reset its labels)
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": CONTROL_PLANE_ACCOUNT, "namespace": namespace},
+        },
+        _secret(f"{name}-tls", {"tls.crt": serving_cert, "tls.key": serving_key}),
+        _secret("cacerts", ca_files),
+        service,
+        deployment,
+    ]
+
+
+def promote_failure_policies(state: State, now: float) -> None:
+    """A revision's webhook turns `failurePolicy: Fail` once one of its pods is ready."""
+    for plane in state.control_planes.values():
+        if plane.failure_policy == "Fail":
+            continue
+        wanted = revision_labels(plane.revision)
+        if any(
+            p.ready
+            and p.namespace == names.CONTROL_PLANE_NAMESPACE
+            and not p.terminating
+            and all(p.labels.get(k) == v for k, v in wanted.items())
+            for p in state.pods.values()
+        ):
+            plane.failure_policy = "Fail"
+            state.record_event(
+                namespace=names.CONTROL_PLANE_NAMESPACE,
+                object=f"mutatingwebhookconfiguration/{names.webhook_configuration_name(plane.revision)}",
+                type="Normal",
+                reason="FailurePolicyFail",
+                now=now,
+                message=f"control plane {plane.revision!r} is ready: its webhook now fails closed",
+            )
