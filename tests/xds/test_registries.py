@@ -235,3 +235,68 @@ async def test_kube_registry_follows_watches(kmock: Any) -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class _NotFound(Exception):
+    """Stands in for lightkube's ApiError: the status travels on `.response.status_code`."""
+
+    class response:  # the attribute name of httpx errors
+        status_code = 404
+
+
+class _ClusterWithoutIstioCrds:
+    """Serves Services and nothing else; PeerAuthentication answers 404 (CRD absent)."""
+
+    def __init__(self) -> None:
+        self.peer_authentication_lists = 0
+
+    def list(self, resource: Any, **_scope: Any) -> Any:
+        kind = getattr(resource, "_api_info", None)
+        name = kind.resource.kind if kind is not None else ""
+        if name == "PeerAuthentication":
+            self.peer_authentication_lists += 1
+            raise _NotFound("the server could not find the requested resource")
+        items = []
+        if name == "Service":
+            from lightkube.resources.core_v1 import Service
+
+            items = [Service.from_dict({
+                "metadata": {"name": "db", "namespace": "data"},
+                "spec": {"clusterIP": "10.96.0.11", "ports": [{"name": "tcp", "port": 5432}]},
+            })]  # fmt: skip
+
+        class Listed:
+            def __aiter__(self) -> Any:
+                async def gen() -> Any:
+                    for item in items:
+                        yield item
+
+                return gen()
+
+        return Listed()
+
+    async def watch(self, resource: Any, **_options: Any) -> Any:
+        await asyncio.Event().wait()  # nothing ever changes
+        yield None  # pragma: no cover
+
+
+async def test_kube_registry_works_without_the_peer_authentication_crd(
+    monkeypatch: Any, caplog: Any
+) -> None:
+    import sidemesh.xds.registry_kube as registry_kube
+
+    monkeypatch.setattr(registry_kube, "RETRY_SECONDS", 0.01)  # a failing watch relists fast
+    client = _ClusterWithoutIstioCrds()
+    published: list[MeshSnapshot] = []
+    registry = KubeRegistry(client, mesh=MeshConfig(), debounce=0.02)
+    task = asyncio.create_task(registry.run(published.append))
+    try:
+        await eventually(lambda: published and published[-1].services)
+        await asyncio.sleep(0.3)
+        # Asked once, then left alone: a missing CRD is a fact, not an error to retry hard.
+        assert client.peer_authentication_lists == 1
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
+        assert "db.data.svc.cluster.local" in {s.hostname for s in published[-1].services}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

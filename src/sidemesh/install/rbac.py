@@ -2,7 +2,8 @@
 
 Only what the control plane does is granted:
 
-* read namespaces, services, pods and endpointslices (the registry, injection decisions);
+* read namespaces, services, pods and endpointslices (the registry, injection decisions), and
+  Istio's PeerAuthentication (mTLS mode per namespace/workload);
 * create tokenreviews (authenticating sidecars' CSRs);
 * get/list/watch/patch mutatingwebhookconfigurations (keeping `caBundle` current). RBAC cannot
   filter by label, so this covers every such configuration; the control plane itself only
@@ -31,6 +32,11 @@ CLUSTER_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": ["discovery.k8s.io"],
         "resources": ["endpointslices"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["security.istio.io"],
+        "resources": ["peerauthentications"],
         "verbs": ["get", "list", "watch"],
     },
     {

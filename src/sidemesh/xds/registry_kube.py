@@ -15,12 +15,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sidemesh.api.config import MeshConfig
+from sidemesh.security.store import status_code
 from sidemesh.xds.builder import SnapshotBuilder
 from sidemesh.xds.model import MeshSnapshot
 
 log = logging.getLogger("sidemesh.xds.registry_kube")
 
 RETRY_SECONDS = 2.0
+MISSING_KIND_RETRY_SECONDS = 60.0
 
 
 def _resources() -> dict[str, Any]:
@@ -84,6 +86,7 @@ class KubeRegistry:
 
     async def _follow(self, builder: SnapshotBuilder, kind: str, resource: Any) -> None:
         namespaced = kind != "Namespace"
+        missing_logged = False
         while True:
             try:
                 scope = {"namespace": "*"} if namespaced else {}
@@ -106,6 +109,16 @@ class KubeRegistry:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the API server went away, a 410 Gone, ...: relist
+                if status_code(exc) == 404 and kind == "PeerAuthentication":
+                    # Istio's CRD is not installed: no policies, the mesh default applies.
+                    # Look again now and then (someone may install it), quietly.
+                    if not missing_logged:
+                        log.info("PeerAuthentication is not served by this cluster (no CRD); "
+                                 "using the mesh-wide mTLS default")  # fmt: skip
+                        missing_logged = True
+                    builder.replace_kind(kind, [])
+                    await asyncio.sleep(MISSING_KIND_RETRY_SECONDS)
+                    continue
                 log.warning("watch of %s failed (%s: %s); relisting", kind,
                             type(exc).__name__, exc)  # fmt: skip
             await asyncio.sleep(RETRY_SECONDS)
