@@ -24,6 +24,9 @@ def test_demo_manifests_are_valid_kubernetes() -> None:
     documents = list(yaml.safe_load_all(DEMO.read_text()))
     assert [d["kind"] for d in documents] == [
         "Namespace",
+        "ServiceAccount",  # one identity per workload: the backend reports its caller's
+        "ServiceAccount",
+        "ServiceAccount",
         "Deployment",
         "Service",
         "Deployment",

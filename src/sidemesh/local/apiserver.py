@@ -22,6 +22,7 @@ from sidemesh.local.model import (
     DeploymentRecord,
     NamespaceRecord,
     ObjectRecord,
+    PeerAuthenticationRecord,
     PodRecord,
     SecretRecord,
     ServiceAccountRecord,
@@ -30,6 +31,7 @@ from sidemesh.local.model import (
     key,
 )
 from sidemesh.local.naming import generate_name, new_uid
+from sidemesh.xds import convert
 
 SYSTEM_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -44,6 +46,11 @@ _KINDS: dict[str, tuple[str, str, type[ObjectRecord]]] = {
     "ConfigMap": ("configmaps", "configmap", ConfigMapRecord),
     "Secret": ("secrets", "secret", SecretRecord),
     "ServiceAccount": ("serviceaccounts", "serviceaccount", ServiceAccountRecord),
+    "PeerAuthentication": (
+        "peerauthentications",
+        "peerauthentication.security.istio.io",
+        PeerAuthenticationRecord,
+    ),
 }
 SUPPORTED_KINDS = ("Namespace", "Pod", *_KINDS)
 
@@ -229,6 +236,8 @@ def _apply_one(
             return
         result.pods.append(obj)
         return
+    if kind == "PeerAuthentication":
+        _validate_peer_authentication(obj)
     attribute, word, record_type = _KINDS[kind]
     table: dict[str, Any] = getattr(state, attribute)
     current = table.get(key(namespace, name))
@@ -382,3 +391,17 @@ def delete_object(state: State, kind: str, namespace: str, name: str, now: float
     if table.pop(key(namespace, name), None) is None:
         raise ApiError(f'Error from server (NotFound): {word.split(".")[0]}s "{name}" not found')
     return f'{word.split(".")[0]} "{name}" deleted'
+
+
+def _validate_peer_authentication(obj: dict[str, Any]) -> None:
+    """Refuse at apply what the control plane's registry would refuse (as a CRD's schema
+    would), so a typo never reaches the registry file."""
+    if not str(obj.get("apiVersion") or "").startswith("security.istio.io/"):
+        raise ApiError(
+            f'error: PeerAuthentication "{obj["metadata"]["name"]}": apiVersion must be '
+            "security.istio.io/v1 (or v1beta1)"
+        )
+    try:
+        convert.peer_authentication(obj)
+    except convert.ObjectError as exc:
+        raise ApiError(f"The PeerAuthentication is invalid: {exc}") from exc

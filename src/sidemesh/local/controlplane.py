@@ -31,6 +31,7 @@ from typing import Any
 from sidemesh import __version__
 from sidemesh.api import names
 from sidemesh.local.model import State
+from sidemesh.local.pki import TOKEN_FILE
 
 TLS_DIR = "/var/run/secrets/istiod/tls"
 CACERTS_DIR = "/etc/cacerts"
@@ -76,6 +77,18 @@ def discovery_args(options: ControlPlaneOptions) -> list[str]:
         options.revision,
         "--port",
         str(names.PORT_WEBHOOK),
+        # The mesh side: xDS and the CA over TLS on 15012, monitoring on 15014, reading the
+        # runtime's registry, CA and token digests (mounted below).
+        "--registry-file",
+        REGISTRY_DIR,
+        "--ca-dir",
+        CACERTS_DIR,
+        "--token-file",
+        f"{TOKENS_DIR}/{TOKEN_FILE}",
+        "--xds-tls-port",
+        str(names.PORT_XDS_TLS),
+        "--monitoring-port",
+        str(names.PORT_MONITORING),
         *options.extra_args,
     ]
 

@@ -347,6 +347,7 @@ class Daemon:
             snapshot.services.values(),
             snapshot.pods.values(),
             snapshot.network,
+            policies=snapshot.peerauthentications.values(),
         )
         text = yaml.dump_all(objects, Dumper=yaml.CSafeDumper, sort_keys=False)
         if text != self.last_registry:

@@ -18,6 +18,10 @@ RESOURCE_WORDS = {
     **dict.fromkeys(("secret", "secrets"), "Secret"),
     **dict.fromkeys(("serviceaccount", "serviceaccounts", "sa"), "ServiceAccount"),
     **dict.fromkeys(("event", "events", "ev"), "Event"),
+    **dict.fromkeys(
+        ("peerauthentication", "peerauthentications", "pa", "peerauthentication.security.istio.io"),
+        "PeerAuthentication",
+    ),
 }
 SUFFIXES = (".yaml", ".yml", ".json")
 

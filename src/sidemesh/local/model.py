@@ -67,6 +67,10 @@ class ServiceAccountRecord(ObjectRecord):
     pass
 
 
+class PeerAuthenticationRecord(ObjectRecord):
+    """security.istio.io PeerAuthentication: stored for the control plane's registry only."""
+
+
 class ReplicaSetRecord(_Record):
     namespace: str
     name: str
@@ -190,6 +194,7 @@ class State(_Record):
     configmaps: dict[str, ConfigMapRecord] = Field(default_factory=dict)
     secrets: dict[str, SecretRecord] = Field(default_factory=dict)
     serviceaccounts: dict[str, ServiceAccountRecord] = Field(default_factory=dict)
+    peerauthentications: dict[str, PeerAuthenticationRecord] = Field(default_factory=dict)
     pods: dict[str, PodRecord] = Field(default_factory=dict)
     control_planes: dict[str, ControlPlaneRecord] = Field(default_factory=dict)
     events: list[Event] = Field(default_factory=list)

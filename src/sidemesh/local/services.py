@@ -11,13 +11,20 @@ conntrack would never see it to undo the DNAT; kube-proxy's `masqueradeAll` does
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sidemesh.api.selectors import LabelSelector
-from sidemesh.local.model import NamespaceRecord, NetworkRecord, PodRecord, ServiceRecord
+from sidemesh.local.model import (
+    NamespaceRecord,
+    NetworkRecord,
+    ObjectRecord,
+    PodRecord,
+    ServiceRecord,
+)
 
 CLUSTER_DOMAIN = "cluster.local"
 REGISTRY_MANAGER = "sidemesh-local"
@@ -224,9 +231,11 @@ def registry_objects(
     services: Iterable[ServiceRecord],
     pods: Iterable[PodRecord],
     network: NetworkRecord,
+    *,
+    policies: Iterable[ObjectRecord] = (),
 ) -> list[dict[str, Any]]:
-    """Namespaces, Services, EndpointSlices and Pods as Kubernetes objects, for the control
-    plane's file registry (`sidemesh.xds.registry_files`)."""
+    """Namespaces, Services, EndpointSlices, Pods and mesh policies (PeerAuthentication) as
+    Kubernetes objects, for the control plane's file registry (`sidemesh.xds.registry_files`)."""
     pod_list = sorted((p for p in pods if p.pod_ip), key=lambda p: (p.namespace, p.name))
     objects: list[dict[str, Any]] = [
         {
@@ -251,7 +260,26 @@ def registry_objects(
         objects.append(manifest)
         objects += _endpoint_slices(service, pod_list, network)
     objects += [_registry_pod(pod) for pod in pod_list if not pod.terminating]
+    for policy in sorted(policies, key=lambda p: (p.namespace, p.name)):
+        objects.append(
+            {
+                **policy.manifest,
+                "metadata": {
+                    **(policy.manifest.get("metadata") or {}),
+                    "namespace": policy.namespace,
+                    "name": policy.name,
+                    "uid": policy.uid,
+                    "creationTimestamp": _timestamp(policy.created),
+                },
+            }
+        )
     return objects
+
+
+def _timestamp(seconds: float) -> str:
+    # PeerAuthentication's tie-break is "oldest wins", as in Istio.
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _endpoint_slices(
