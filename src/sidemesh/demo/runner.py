@@ -92,10 +92,10 @@ class Demo:
     def run(self, command: Command, *, show: bool = True, check: bool = True) -> CommandResult:
         if show:
             if command.kubectl:
-                self.console.print(Text(f"$ {command.kubectl}", style="bold cyan"))
+                self.console.print(Text(f"$ {command.kubectl}", style="bold cyan"), soft_wrap=True)
                 self.console.print(Text(f"  (here: {command.local})", style="dim"), soft_wrap=True)
             else:
-                self.console.print(Text(f"$ {command.local}", style="bold cyan"))
+                self.console.print(Text(f"$ {command.local}", style="bold cyan"), soft_wrap=True)
         argv = [*self.sidemesh, "local", "--state-dir", str(self.settings.state_dir)]
         completed = subprocess.run(
             [*argv, *command.local_args],
