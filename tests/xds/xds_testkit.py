@@ -26,6 +26,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, json_format
 from grpc import aio
 
+from kmock_support import fix_kmock_namespaces as fix_kmock_namespaces
+from kmock_support import kube_client as kube_client
 from sidemesh.security.ca import CertificateAuthority, key_to_pem
 from sidemesh.security.identity import SpiffeId
 
@@ -248,34 +250,3 @@ class Envoy:
 def to_dict(message: Any) -> dict[str, Any]:
     result: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
     return result
-
-
-def fix_kmock_namespaces() -> None:
-    """kmock 0.8 cannot parse /api/v1/namespaces[/NAME] (it takes `namespaces` as the
-    namespaced-path prefix); teach it that these paths name the Namespace resource."""
-    from kmock._internal import parsing
-
-    original = getattr(parsing, "_sidemesh_original", parsing.parse_path)
-
-    def parse_path(path: str) -> Any:
-        parts = path.split("?")[0].strip("/").split("/")
-        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
-            name = parts[3] if len(parts) == 4 else None
-            return parsing.ParsedPath("", "v1", "namespaces", None, name, None)
-        return original(path)
-
-    parsing._sidemesh_original = original  # type: ignore[attr-defined]
-    parsing.parse_path = parse_path
-
-
-def kube_client(kmock: Any) -> Any:
-    from lightkube import AsyncClient, KubeConfig
-
-    fix_kmock_namespaces()
-    config = KubeConfig.from_dict({
-        "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url)}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
-        "users": [{"name": "test", "user": {"token": "test"}}],
-        "current-context": "kmock",
-    })  # fmt: skip
-    return AsyncClient(config)

@@ -35,6 +35,7 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 from sidemesh.agent import http
 from sidemesh.agent.metrics import AgentMetrics
 from sidemesh.agent.probes import AppProbe, GrpcProbe, HttpProbe, TcpProbe
+from sidemesh.api.protowire import read_varint, varint
 
 HEALTH_CHECK_METHOD: Final = "/grpc.health.v1.Health/Check"
 SERVING: Final = 1
@@ -50,49 +51,24 @@ class ProbeResult:
     detail: str
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_varint(data: bytes, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if position >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, position
-
-
 def encode_health_request(service: str) -> bytes:
     """HealthCheckRequest{string service = 1}; proto3 omits the empty string."""
     encoded = service.encode("utf-8")
-    return b"\x0a" + _varint(len(encoded)) + encoded if encoded else b""
+    return b"\x0a" + varint(len(encoded)) + encoded if encoded else b""
 
 
 def decode_health_status(data: bytes) -> int:
     """HealthCheckResponse.status (field 1, enum); 0 (UNKNOWN) when absent."""
     status, position = 0, 0
     while position < len(data):
-        tag, position = _read_varint(data, position)
+        tag, position = read_varint(data, position)
         field, wire_type = tag >> 3, tag & 7
         if wire_type == 0:
-            value, position = _read_varint(data, position)
+            value, position = read_varint(data, position)
             if field == 1:
                 status = value
         elif wire_type == 2:
-            length, position = _read_varint(data, position)
+            length, position = read_varint(data, position)
             position += length
         elif wire_type in (1, 5):
             position += 8 if wire_type == 1 else 4

@@ -32,9 +32,10 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
+from sidemesh.api.protowire import length_delimited
 from sidemesh.security.identity import SpiffeId
 from sidemesh.xds.authn import XdsAuthenticator, XdsAuthError, XdsCaller, authorize
-from sidemesh.xds.cache import TYPE_ORDER, ResourceCache, TypedResources, length_delimited
+from sidemesh.xds.cache import TYPE_ORDER, ResourceCache, TypedResources
 from sidemesh.xds.metrics import XdsMetrics, short_type
 from sidemesh.xds.model import MeshSnapshot
 from sidemesh.xds.proxy import NodeError, ProxyInfo, parse_node

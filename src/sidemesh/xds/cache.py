@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any, TypeVar
 
+from sidemesh.api.protowire import length_delimited
 from sidemesh.xds import inbound, outbound
 from sidemesh.xds.inbound import ProxyShape, proxy_shape
 from sidemesh.xds.model import Endpoint, MeshSnapshot, Service
@@ -33,23 +34,6 @@ from sidemesh.xds.resource_names import (
 K = TypeVar("K")
 
 TYPE_ORDER = (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER)  # push order
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def length_delimited(field_number: int, payload: bytes) -> bytes:
-    """One length-delimited protobuf field (a string, bytes, or embedded message)."""
-    return varint(field_number << 3 | 2) + varint(len(payload)) + payload
 
 
 def digest(*parts: bytes) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sidemesh.xds.cache import TypedResources, length_delimited
+from sidemesh.api.protowire import length_delimited
+from sidemesh.xds.cache import TypedResources
 
 
 @dataclass
