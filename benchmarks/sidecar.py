@@ -207,7 +207,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two modes")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="Envoy worker threads per sidecar (proxy.istio.io/config); default: the injector's",
+    )
     args = parser.parse_args()
+    extra: dict[str, str] = {}
+    if args.concurrency is not None:
+        extra[names.ANNOTATION_PROXY_CONFIG] = json.dumps({"concurrency": args.concurrency})
     reason = missing_requirement()
     if reason is not None:
         print(json.dumps({"benchmark": "sidecar", "error": reason}))
@@ -217,14 +226,18 @@ def main() -> int:
         kit.add_service(BACKEND)
         client = kit.add_pod("client-0", app="client", service_account="client",
                              annotations={names.ANNOTATION_EXCLUDE_OUTBOUND_PORTS:
-                                          str(DIRECT_PORT)})  # fmt: skip
+                                          str(DIRECT_PORT), **extra})  # fmt: skip
         backend = kit.add_pod("backend-0", app="backend", service_account="backend",
                               annotations={names.ANNOTATION_EXCLUDE_INBOUND_PORTS:
-                                           str(DIRECT_PORT)})  # fmt: skip
+                                           str(DIRECT_PORT), **extra})  # fmt: skip
         backend.app_ports = (HTTP_PORT, TCP_PORT, DIRECT_PORT)
         kit.start_control_plane()
         start_pods(backend, client)
-        result["envoy_concurrency"] = int(client.agent_env.get("ISTIO_CPU_LIMIT", "0"))
+        result["envoy_concurrency"] = (
+            args.concurrency
+            if args.concurrency is not None
+            else int(client.agent_env.get("ISTIO_CPU_LIMIT", "0"))
+        )
         result.update(measure_starts(kit, client, args.starts))
         result.update(measure_latency(client, backend, args))
         status = http_request(kit.node, client.ip, names.PORT_AGENT_STATUS, "/healthz/ready")
