@@ -125,19 +125,6 @@ class Injector:
 
         Raises InjectionError, InvalidAnnotation or TemplateError."""
         check_pod_shape(pod)
-        return self._inject_checked(
-            pod, namespace, cluster_id=cluster_id, network=network, workload=workload
-        )
-
-    def _inject_checked(
-        self,
-        pod: dict[str, Any],
-        namespace: str,
-        *,
-        cluster_id: str | None = None,
-        network: str | None = None,
-        workload: Workload | None = None,
-    ) -> dict[str, Any]:
         base = uninject(pod)
         params = self.params(base)
         user_proxy = next(
@@ -249,7 +236,7 @@ class Injector:
                 return Outcome(
                     "skipped", decision.code, decision.reason, revision, warnings=decision.warnings
                 )
-            injected = self._inject_checked(pod, namespace, cluster_id=cluster_id, network=network)
+            injected = self.inject(pod, namespace, cluster_id=cluster_id, network=network)
             patch = encode_patch(pod, injected)
         except InjectionError as exc:
             return Outcome("denied", exc.code, str(exc), revision)
