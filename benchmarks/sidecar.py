@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "sidecar"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from mesh_kit import BACKEND, MeshKit, missing_requirement, start_pods
 from sidecar_kubelet import HTTP_PORT, TCP_PORT

@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 from fake_control_plane import FakeControlPlane, free_port, wait_for
 
+from proc_support import children as children
+from proc_support import process_name as process_name
 from sidemesh.agent import http
 
 _SAMPLE = re.compile(
@@ -66,22 +68,6 @@ async def run_sidemesh(args: list[str], timeout: float = 60) -> tuple[int, str]:
             await process.wait()
     assert process.returncode is not None
     return process.returncode, output.decode()
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of `pid` (Linux /proc)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
-def process_name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
 
 
 def is_running(pid: int) -> bool:
