@@ -9,8 +9,10 @@ In process (one run, same machine, medians):
 * codec_floor_us — orjson decode + encode of that same request and response.
 * env2000_* — the same figures for a pod with 2,000 env vars, and the ratio to the typical pod.
 Over real HTTPS (one server process, 16 keep-alive connections from a separate process):
-* https_rps, p99_ms for `sidemesh discovery` with the real engine; floor_rps for the same stack
-  returning a canned response. Alternating rounds, best of each (the machine is noisy).
+* https_rps, p99_ms for `sidemesh discovery` with the real engine, in a rollout's steady state
+  (one pod template; every request has its own uid, as from the API server, and the answer
+  must echo it); floor_rps for the same stack returning a canned response. Alternating rounds,
+  best of each (the machine is noisy). https_distinct_pods_*: every request a different pod.
 """
 
 from __future__ import annotations
@@ -34,19 +36,22 @@ from webhook_server import run_load, start_floor, start_webhook
 from sidemesh.inject.engine import Injector
 from sidemesh.webhook.admission import review
 
+POD_TEMPLATE_HASH = "7d4f8b9c6"  # in the typical pod's names and labels
+
 
 def typical_review(env_vars: int = 20, variant: int = 0) -> bytes:
     env = [{"name": f"VAR_{i}", "value": f"value-{i}"} for i in range(env_vars)]
+    hash_ = POD_TEMPLATE_HASH
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "generateName": f"web-{variant}-7d4f8b9c6-",
+            "generateName": f"web-{variant}-{hash_}-",
             "namespace": "shop",
-            "labels": {"app": f"web-{variant}", "version": "v1", "pod-template-hash": "7d4f8b9c6"},
+            "labels": {"app": f"web-{variant}", "version": "v1", "pod-template-hash": hash_},
             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
             "ownerReferences": [
-                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"web-{variant}-7d4f8b9c6",
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"web-{variant}-{hash_}",
                  "uid": "5f1c", "controller": True, "blockOwnerDeletion": True}
             ],
         },
@@ -132,13 +137,25 @@ def over_https(duration: float, rounds: int) -> dict[str, Any]:
             for _ in range(rounds):
                 for name, server in (("floor", floor), ("webhook", webhook)):
                     before = cpu_seconds(server.process.pid)
-                    result = run_load(server.port, body, ca_file=server.ca_file, duration=duration)
+                    result = run_load(
+                        server.port, body, ca_file=server.ca_file, duration=duration,
+                        echo_uid=name != "floor",
+                    )  # fmt: skip
                     used = cpu_seconds(server.process.pid) - before
                     if result["requests"]:
                         cpu[name].append(used / result["requests"] * 1e6)
                     if name not in best or result["rps"] > best[name]["rps"]:
                         best[name] = result
+            # Every request a different pod (nothing cached anywhere): what a burst of distinct
+            # workloads costs. One round; no target, reported so the cached figure is not all.
+            distinct = run_load(
+                webhook.port, body, ca_file=webhook.ca_file, duration=duration,
+                vary=POD_TEMPLATE_HASH,
+            )  # fmt: skip
     return {
+        "https_distinct_pods_rps": distinct["rps"],
+        "https_distinct_pods_p99_ms": distinct["p99_ms"],
+        "https_distinct_pods_errors": distinct["errors"],
         "https_rps": best["webhook"]["rps"],
         "p99_ms": best["webhook"]["p99_ms"],
         "errors": best["webhook"]["errors"],

@@ -8,6 +8,7 @@
 * `run_load()` drives a server from its own process (the machine has two cores: one for the
   server, one for the client): N keep-alive HTTPS connections posting one body for D seconds,
   with a minimal HTTP/1.1 client on raw asyncio streams so the client costs as little as it can.
+  Each request gets a uid of its own, as from the API server, and the answer must echo it.
 
 `python benchmarks/webhook_server.py` prints one JSON line comparing the floor with the
 webhook running a fake admitter. The same file is the entry point of the subprocesses
@@ -295,6 +296,8 @@ def run_load(
     connections: int = 16,
     duration: float = 5.0,
     max_requests: int = 2_000_000,
+    echo_uid: bool = True,
+    vary: str = "",
 ) -> dict[str, Any]:
     """Load a 127.0.0.1 server from a separate process; returns rps, p50/p99 ms, errors."""
     if not 0 < duration <= MAX_LOAD_SECONDS or not 0 < connections <= 256:
@@ -310,6 +313,8 @@ def run_load(
             "connections": connections,
             "duration": duration,
             "max_requests": max_requests,
+            "echo_uid": echo_uid,
+            "vary": vary,
         }
         completed = subprocess.run(
             [sys.executable, str(SCRIPT), "load", json.dumps(job)],
@@ -324,10 +329,24 @@ class _Load:
         self.port: int = job["port"]
         self.context = client_context(Path(job["ca_file"]))
         body = Path(job["body_file"]).read_bytes()
-        self.request = (
+        request = (
             f"POST {job['path']} HTTP/1.1\r\nHost: localhost:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
+        # Like the API server, give every request a uid of its own: the last 12 hex digits of
+        # the body's request uid become a counter (same length, so Content-Length holds).
+        uid_at = request.find(b'"uid":"') + len(b'"uid":"')
+        uid = request[uid_at : request.index(b'"', uid_at)]
+        if len(uid) != 36:
+            raise ValueError("the body's first uid must be a 36-character UUID")
+        self.head, self.tail = request[: uid_at + 24], request[uid_at + 36 :]
+        # With `vary`, every occurrence of that string in the body after the uid takes the
+        # serial too, in hex of the same width: each request is then a different pod.
+        vary = job["vary"].encode()
+        self.vary_width = len(vary)
+        self.tail_parts = self.tail.split(vary) if vary else [self.tail]
+        self.serial = 0
+        self.echo_uid: bool = job["echo_uid"]  # the floor's canned answer echoes nothing
         self.connections: int = job["connections"]
         self.duration: float = job["duration"]
         self.remaining: int = job["max_requests"]
@@ -372,8 +391,11 @@ class _Load:
         clock = time.perf_counter
         while clock() < deadline and self.remaining > 0:
             self.remaining -= 1
+            self.serial += 1
+            serial = b"%012x" % self.serial
             sent = clock()
-            writer.write(self.request)
+            varied = b"%0*x" % (self.vary_width, self.serial % 16**self.vary_width)
+            writer.write(self.head + serial + varied.join(self.tail_parts))
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
             length = 0
@@ -385,9 +407,9 @@ class _Load:
                     length = int(value)
                 elif name == b"connection" and b"close" in value.lower():
                     close = True
-            await reader.readexactly(length)
+            answer = await reader.readexactly(length)
             self.latencies.append(clock() - sent)
-            if status != 200:
+            if status != 200 or (self.echo_uid and serial not in answer):
                 self.errors += 1
             if close:
                 return
@@ -442,7 +464,10 @@ def main() -> None:
         with start_floor(floor_dir) as floor, start_webhook(fake_dir, admitter="fake") as fake:
             for _ in range(rounds):
                 for name, server in (("floor", floor), ("fake_admitter", fake)):
-                    result = run_load(server.port, body, ca_file=server.ca_file, duration=duration)
+                    result = run_load(
+                        server.port, body, ca_file=server.ca_file, duration=duration,
+                        echo_uid=name != "floor",
+                    )  # fmt: skip
                     if name not in best or result["rps"] > best[name]["rps"]:
                         best[name] = result
     figures.update(best)

@@ -23,6 +23,7 @@ from typing import Any, Final
 from sidemesh.webhook.admission import Admitter, ResultKind, ReviewResult, review
 from sidemesh.webhook.deadlines import BodyDeadlines
 from sidemesh.webhook.metrics import InjectionMetrics, OutcomeClass
+from sidemesh.webhook.replay import ReplayMemo
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -58,12 +59,20 @@ class WebhookApp:
         extra_metrics: tuple[Callable[[], bytes], ...] = (),
         max_body_bytes: int = MAX_BODY_BYTES,
         body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+        replay: ReplayMemo | None = None,
     ) -> None:
-        self.admitter = admitter
+        self._admitter = admitter
+        # Repeats of a request but for its uid (a rollout's replicas) skip decoding entirely.
+        self.replay = replay if replay is not None else ReplayMemo()
         self.metrics = metrics if metrics is not None else InjectionMetrics()
         self.extra_metrics = extra_metrics  # other components' Prometheus text, appended
         self.max_body_bytes = max_body_bytes
         self._deadlines = BodyDeadlines(body_timeout_seconds)
+
+    @property
+    def admitter(self) -> Admitter:
+        """The engine; fixed for the app's life (the replay memo holds its answers)."""
+        return self._admitter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,9 +132,12 @@ class WebhookApp:
         if not body:
             await _respond(send, 400, b"no body found\n")
             return "rejected", "empty-body"
-        cluster_id, network = _path_params(scope["path"])
-        result = review(body, self.admitter, cluster_id=cluster_id, network=network)
-        _log_result(result)
+        route = _path_params(scope["path"])
+        result = self.replay.lookup(body, route)
+        if result is None:
+            result = review(body, self._admitter, cluster_id=route[0], network=route[1])
+            self.replay.remember(body, route, result)
+            _log_result(result)
         content_type = _JSON if result.status == 200 else _TEXT
         await _respond(send, result.status, result.body, content_type=content_type)
         return result.kind, result.code

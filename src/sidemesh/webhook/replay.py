@@ -1,0 +1,157 @@
+"""Answer a repeated AdmissionReview without decoding it again.
+
+A rollout sends the webhook the same request over and over: every replica of a ReplicaSet is
+admitted with the same pod template, owner, namespace and user, and the bodies differ only in
+`request.uid`. `review()` depends on that uid for one thing, echoing it in `response.uid`, so
+once a body has been answered, a later body that is byte-for-byte the same except for the uid
+value gets the same answer with the new uid spliced in: no JSON decode, no engine, no encode.
+
+Soundness rests on three checks, made when an answer is remembered (a miss, which has already
+paid for a full decode) so that the hit path is a `find`, a dict lookup and a concatenation:
+
+* the key is the body with the value of its first `"uid":"…"` cut out; that value must be a
+  plain run of uid characters (no escapes, so its bytes are its value);
+* the cut-out slot must be `request.uid`: the body with a sentinel in the slot is decoded and
+  its `request.uid` must read back as the sentinel (an owner reference or anything else that
+  happens to come first never qualifies);
+* the answer must echo exactly that uid right after `"response":{"uid":"`, where the splice goes.
+
+Answers with an admitter error are never remembered (the error is logged per request), and
+neither are bodies over `max_body_bytes` or anything beyond `max_bytes` in all. One memo serves
+one admitter: a webhook that swaps its engine must start a new memo.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+
+from sidemesh.webhook.admission import ResultKind, ReviewResult
+
+Route = tuple[str | None, str | None]  # (cluster_id, network) from the request path
+
+_UID_KEY: Final = b'"uid":"'
+_RESPONSE_UID: Final = b'"response":{"uid":"'
+# Kubernetes uids are UUIDs; allow a little more, but nothing that JSON would escape.
+_UID: Final = re.compile(rb"[0-9A-Za-z._:-]{1,128}")
+_LONGEST_UID: Final = 128
+_SENTINEL: Final = "sidemesh-replay-probe"
+
+MAX_ENTRIES: Final = 256
+MAX_BYTES: Final = 16 * 1024 * 1024
+MAX_BODY_BYTES: Final = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    head: bytes  # response body up to the uid
+    tail: bytes  # response body after the uid
+    kind: ResultKind
+    code: str
+    size: int  # bytes held for this entry (key + answer)
+
+
+class ReplayMemo:
+    """LRU of answers keyed by request body minus its request uid."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = MAX_ENTRIES,
+        max_bytes: int = MAX_BYTES,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.max_body_bytes = max_body_bytes
+        self._answers: OrderedDict[tuple[Route, bytes], _Answer] = OrderedDict()
+        self._held = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def lookup(self, body: bytes, route: Route) -> ReviewResult | None:
+        """The answer to `body` if an equal body (but for its uid) was answered before."""
+        if not self.max_entries:
+            return None
+        cut = _cut_uid(body)
+        if cut is None:
+            self.misses += 1
+            return None
+        key, uid = (route, cut[0]), cut[1]
+        answer = self._answers.get(key)
+        if answer is None:
+            self.misses += 1
+            return None
+        self._answers.move_to_end(key)
+        self.hits += 1
+        return ReviewResult(200, answer.head + uid + answer.tail, answer.kind, answer.code)
+
+    def remember(self, body: bytes, route: Route, result: ReviewResult) -> None:
+        """Keep `result` (the answer `review()` gave to `body`) if it can be replayed soundly."""
+        if not self.max_entries or result.status != 200 or result.error is not None:
+            return
+        if len(body) > self.max_body_bytes:
+            return
+        cut = _cut_uid(body)
+        if cut is None:
+            return
+        stripped, uid = cut
+        if not _slot_is_request_uid(body, uid):
+            return
+        at = result.body.find(_RESPONSE_UID)
+        if at < 0:
+            return
+        start = at + len(_RESPONSE_UID)
+        end = start + len(uid)
+        if result.body[start:end] != uid or result.body[end : end + 1] != b'"':
+            return
+        size = len(stripped) + len(result.body)
+        key = (route, stripped)
+        if key in self._answers:
+            return
+        self._answers[key] = _Answer(
+            result.body[:start], result.body[end:], result.kind, result.code, size
+        )
+        self._held += size
+        while self._answers and (
+            len(self._answers) > self.max_entries or self._held > self.max_bytes
+        ):
+            _, evicted = self._answers.popitem(last=False)
+            self._held -= evicted.size
+
+
+def _cut_uid(body: bytes) -> tuple[bytes, bytes] | None:
+    """(body without the value of its first `"uid":"…"`, that value), if it is a plain uid.
+
+    The slot stays marked by the empty string left behind, so bodies whose first uid sits in
+    different places never share a key."""
+    start = body.find(_UID_KEY)
+    if start < 0:
+        return None
+    start += len(_UID_KEY)
+    end = body.find(b'"', start, start + _LONGEST_UID + 1)
+    if end < 0:
+        return None
+    uid = body[start:end]
+    if _UID.fullmatch(uid) is None:
+        return None
+    return body[:start] + body[end:], uid
+
+
+def _slot_is_request_uid(body: bytes, uid: bytes) -> bool:
+    """Whether the first `"uid":"…"` of `body` is `request.uid` (decoded with a sentinel)."""
+    start = body.find(_UID_KEY) + len(_UID_KEY)
+    probe = body[:start] + _SENTINEL.encode() + body[start + len(uid) :]
+    try:
+        document = orjson.loads(probe)
+    except orjson.JSONDecodeError:
+        return False
+    request = document.get("request") if isinstance(document, dict) else None
+    return isinstance(request, dict) and request.get("uid") == _SENTINEL
