@@ -18,6 +18,9 @@ tests/sidecar/mesh_kit.py: real `sidemesh discovery`, real capture, real agents 
   each mode's percentiles are over all its rounds' samples.
 * `sidecar_cpu_seconds_per_1000_requests`: utime+stime of agent + Envoy (from /proc) during
   the mesh runs, per 1,000 requests, per sidecar; `sidecar_rss_mib`: their RSS afterwards.
+* `bare_envoy_pair` (benchmarks/envoy_reference.py): the same load through two bare Envoys from
+  the same wheel with mTLS between them and nothing of ours, on the node's loopback: what any
+  Envoy pair adds on this machine. `added_beyond_bare_pair_ms` is the sidecars' excess over it.
 
 Every wait is bounded. Nothing is tuned to flatter a figure: Envoy runs with the concurrency
 the injected pod gets (ISTIO_CPU_LIMIT from the default 2-CPU limit), on however many CPUs
@@ -41,7 +44,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "sidecar"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import envoy_reference
 from mesh_kit import BACKEND, MeshKit, missing_requirement, start_pods
 from sidecar_kubelet import HTTP_PORT, TCP_PORT
 from sidecar_netns import (
@@ -243,6 +248,17 @@ def main() -> int:
         result.update(measure_latency(client, backend, args))
         status = http_request(kit.node, client.ip, names.PORT_AGENT_STATUS, "/healthz/ready")
         result["client_ready_after"] = status.status == 200
+    # The yardstick, same run and load: two bare Envoys with mTLS between them, nothing else.
+    reference = envoy_reference.measure(
+        rate=args.rate, duration=args.duration, rounds=args.rounds, warmup=args.warmup,
+        connections=args.connections, concurrency=result["envoy_concurrency"],
+    )  # fmt: skip
+    result["bare_envoy_pair"] = reference
+    latency = result["latency"]
+    result["added_beyond_bare_pair_ms"] = {
+        q: round(latency[f"added_{q}_ms"] - reference[f"added_{q}_ms"], 3)
+        for q in ("p50", "p90", "p99")
+    }
     result["targets"] = {"start_to_ready_median_s": 1.0, "added_p90_ms": 0.25,
                          "istio_published_added_p90_ms": 0.228}  # fmt: skip
     print(json.dumps(result))
