@@ -1,0 +1,175 @@
+"""The demo's hands and eyes: commands through `sidemesh local` (as a user would type them),
+narrated with rich, and bounded waits on the runtime's state. The steps are in `runner.py`."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from rich.console import Console
+from rich.text import Text
+
+from sidemesh.api import names
+from sidemesh.demo import script
+from sidemesh.demo.script import Command
+from sidemesh.local import network
+from sidemesh.local.daemon import sidemesh_command
+from sidemesh.local.model import PodRecord, State
+from sidemesh.local.netns import connect_in_netns
+from sidemesh.local.store import Store
+
+COMMAND_TIMEOUT_SECONDS = 180.0
+POLL_SECONDS = 0.5
+
+
+class StepFailed(Exception):
+    """A step's outcome is not what the guide promises; the message says what was seen."""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    state_dir: Path
+    manifest: Path
+    keep: bool = False
+    first_revision: str = script.FIRST_REVISION
+    second_revision: str = script.SECOND_REVISION
+    wait_seconds: float = 180.0
+
+
+@dataclass
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Session:
+    """One demo run's runtime: its state directory, console and scratch directory."""
+
+    def __init__(self, settings: DemoSettings, console: Console) -> None:
+        self.settings = settings
+        self.console = console
+        self.store = Store(settings.state_dir)
+        self.work_dir = Path(tempfile.mkdtemp(prefix="sidemesh-demo-"))
+        self.sidemesh = sidemesh_command()[0]
+
+    # --- running commands -------------------------------------------------------------------
+
+    def run(self, command: Command, *, show: bool = True, check: bool = True) -> CommandResult:
+        if show:
+            if command.kubectl:
+                self.console.print(Text(f"$ {command.kubectl}", style="bold cyan"), soft_wrap=True)
+                self.console.print(Text(f"  (here: {command.local})", style="dim"), soft_wrap=True)
+            else:
+                self.console.print(Text(f"$ {command.local}", style="bold cyan"), soft_wrap=True)
+        argv = [*self.sidemesh, "local", "--state-dir", str(self.settings.state_dir)]
+        completed = subprocess.run(
+            [*argv, *command.local_args],
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_SECONDS,
+            check=False,
+        )
+        result = CommandResult(completed.returncode, completed.stdout, completed.stderr)
+        if show:
+            output = (result.stdout + result.stderr).rstrip()
+            if result.returncode != 0 and "Traceback" in result.stderr:
+                output = script.refusal_in(result.stderr) or output  # the error, not the stack
+            if output:
+                self.console.print(Text(output), soft_wrap=True)
+            self.console.print()
+        if check and result.returncode != 0:
+            raise StepFailed(f"`{command.local}` failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def say(self, text: str) -> None:
+        self.console.print(Text(text, style="italic"))
+
+    def state(self) -> State:
+        return self.store.read()
+
+    def wait_for(self, what: str, done: Callable[[State], bool]) -> float:
+        """Seconds until `done(state)` held; StepFailed after the bounded wait."""
+        started = time.monotonic()
+        deadline = started + self.settings.wait_seconds
+        while True:
+            if self.store.exists() and done(self.state()):
+                return time.monotonic() - started
+            if time.monotonic() >= deadline:
+                raise StepFailed(
+                    f"gave up after {self.settings.wait_seconds:.0f} s waiting: {what}"
+                )
+            time.sleep(POLL_SECONDS)
+
+    def manifest_file(self, name: str, objects: list[dict[str, Any]]) -> Path:
+        path = self.work_dir / name
+        path.write_text(yaml.safe_dump_all(objects, sort_keys=False), encoding="utf-8")
+        return path
+
+    def pod_named(self, namespace: str, app: str) -> PodRecord:
+        for pod in script.live_pods(self.state(), namespace):
+            if pod.labels.get("app") == app:
+                return pod
+        raise StepFailed(f"no {app} pod in namespace {namespace}")
+
+    def fetch(self, namespace: str, pod: str, url: str, *, show: bool) -> CommandResult:
+        """A request from inside a pod's app container (so through its sidecar, if any)."""
+        return self.run(
+            script.fetch_command(namespace, pod, url),
+            show=show,
+            check=False,
+        )
+
+    def fetch_until(
+        self, namespace: str, pod: str, url: str, accept: Callable[[CommandResult], bool]
+    ) -> CommandResult:
+        """Retry quietly (configuration takes a moment to reach the sidecars), then show the
+        accepted attempt (or the last one)."""
+        deadline = time.monotonic() + self.settings.wait_seconds
+        while True:
+            result = self.fetch(namespace, pod, url, show=False)
+            if accept(result) or time.monotonic() >= deadline:
+                return self.fetch(namespace, pod, url, show=True) if accept(result) else result
+            time.sleep(1.0)
+
+    def syncz(self, revision: str) -> list[dict[str, Any]]:
+        """The sidecars connected to `revision`'s control plane (its `/debug/syncz`)."""
+        rows: list[dict[str, Any]] = []
+        state = self.state()
+        for pod in script.control_plane_pods(state, revision):
+            if not pod.pod_ip:
+                continue
+            sock = connect_in_netns(
+                state.network.node_netns, pod.pod_ip, names.PORT_MONITORING, 5.0
+            )
+            with sock:
+                sock.sendall(b"GET /debug/syncz HTTP/1.0\r\nHost: istiod\r\n\r\n")
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+            _, _, body = data.partition(b"\r\n\r\n")
+            rows += orjson.loads(body)
+        return rows
+
+    def sidecar_memory(self, pod: PodRecord) -> int:
+        """RSS in bytes of the pod's sidecar processes (agent + Envoy: the proxy uid's)."""
+        total = 0
+        for pid in network.netns_pids(pod.netns or ""):
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+                fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+                if int(fields["Uid"].split()[0]) == script.SIDECAR_UID:
+                    total += int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+        return total
+
+    def cleanup(self, *, show: bool) -> None:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self.run(Command(("down",)), show=show, check=False)
