@@ -1,5 +1,6 @@
-"""The Helm chart renders the same objects as `sidemesh install --dry-run` for the same values,
-and lints clean, with real Helm (helm-python-sdk: Helm's Go SDK, no helm binary)."""
+"""The Helm chart renders the same objects as `sidemesh install --dry-run` for the same values
+(its templates plus its `crds/`), and lints clean, with real Helm (helm-python-sdk: Helm's Go
+SDK, no helm binary)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ VALUE_SETS: list[tuple[str, dict[str, Any]]] = [
         "meshConfig": {"trustDomain": "example.org", "defaultConfig": {"concurrency": 2}},
     }),
     ("image by digest", {"revision": "pinned", "pilot": {"image": "reg.example/sm@sha256:ab"}}),
+    ("plaintext xDS", {"revision": "open", "pilot": {"plaintextXds": {"enabled": True}}}),
 ]  # fmt: skip
 
 
@@ -68,9 +70,13 @@ def _normalized(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _render_chart(values: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """What `helm install` creates: the CRDs of `crds/` (installed first, never templated),
+    then the rendered templates."""
     with helm.Chart.load(str(CHART)) as chart:
+        texts = [crd["data"] for crd in chart.crds]
         rendered = chart.render(values=values, name="sidemesh", namespace="istio-system")
-    objects = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
+    texts += rendered.values()
+    objects = [d for text in texts for d in yaml.safe_load_all(text) if d]
     return {_key(o): _normalized(o) for o in objects}
 
 
@@ -112,3 +118,39 @@ def test_chart_lints_clean(title: str, values: dict[str, Any]) -> None:
 def test_chart_refuses_another_namespace() -> None:
     with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmError, match="istio-system"):
         chart.render(values={"revision": "x"}, name="sidemesh", namespace="default")
+
+
+def _discovery(objects: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = [o for k, o in objects.items() if k[0] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_chart_declares_plaintext_xds_only_when_enabled() -> None:
+    for enabled in (False, True):
+        objects = _render_chart({"pilot": {"plaintextXds": {"enabled": enabled}}})
+        (service,) = [o for k, o in objects.items() if k[0] == "Service"]
+        container = _discovery(objects)
+        service_ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+        container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        args = container["args"]
+        if enabled:
+            assert service_ports["grpc-xds"] == container_ports["grpc-xds"] == 15010
+            assert args[args.index("--xds-port") + 1] == "15010"
+        else:
+            assert "grpc-xds" not in service_ports and "grpc-xds" not in container_ports
+            assert "--xds-port" not in args
+    defaults = _render_chart({})
+    assert "--xds-port" not in _discovery(defaults)["args"]
+
+
+def test_chart_ships_the_crd_install_applies() -> None:
+    expected = [o for o in manifests.render(*load_install_values([], [], revision=None))
+                if o["kind"] == "CustomResourceDefinition"]  # fmt: skip
+    with helm.Chart.load(str(CHART)) as chart:
+        shipped = [yaml.safe_load(crd["data"]) for crd in chart.crds]
+    assert expected
+    assert shipped == expected, (
+        "charts/sidemesh/crds/ differs from src/sidemesh/install/crds.py: write the chart's file "
+        "from yaml.safe_dump(crds.peer_authentication(), sort_keys=False)"
+    )

@@ -35,7 +35,7 @@ def _by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
          "pilot.nodeSelector.disk=ssd", "pilot.tolerations=[{key: k, operator: Exists}]",
          "pilot.podAnnotations.a=b", "pilot.env.X=y", "pilot.priorityClassName=high",
          "sidecarInjectorWebhook.reinvocationPolicy=IfNeeded",
-         "sidecarInjectorWebhook.timeoutSeconds=5"),
+         "sidecarInjectorWebhook.timeoutSeconds=5", "pilot.plaintextXds.enabled=true"),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("revision", ["asm-173-3", "default"])
@@ -49,9 +49,9 @@ def test_every_object_validates_strictly(
 def test_objects_come_in_dependency_order() -> None:
     kinds = [o["kind"] for o in _render("blue")]
     assert kinds == [
-        "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-        "ConfigMap", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget",
-        "MutatingWebhookConfiguration",
+        "Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+        "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "ConfigMap", "Service",
+        "Deployment", "PodDisruptionBudget", "MutatingWebhookConfiguration",
     ]  # fmt: skip
 
 
@@ -59,6 +59,7 @@ def test_names_carry_the_revision() -> None:
     described = {manifests.describe(o) for o in _render("asm-173-3")}
     assert described == {
         "Namespace/istio-system",
+        "CustomResourceDefinition/peerauthentications.security.istio.io",
         "ServiceAccount/istiod-asm-173-3 -n istio-system",
         "ClusterRole/istiod-clusterrole-asm-173-3-istio-system",
         "ClusterRoleBinding/istiod-clusterrole-asm-173-3-istio-system",
@@ -73,17 +74,28 @@ def test_names_carry_the_revision() -> None:
     }
 
 
-def test_two_revisions_share_only_the_namespace() -> None:
+SHARED = {
+    "Namespace/istio-system",
+    "CustomResourceDefinition/peerauthentications.security.istio.io",
+}
+
+
+def test_two_revisions_share_only_the_namespace_and_the_crds() -> None:
     blue = {manifests.describe(o) for o in _render("blue")}
     green = {manifests.describe(o) for o in _render("green")}
-    assert blue & green == {"Namespace/istio-system"}
+    assert blue & green == SHARED
+    shared = [o for o in _render("blue") if manifests.describe(o) in SHARED]
+    assert [o for o in _render("green") if manifests.describe(o) in SHARED] == shared
 
 
 def test_every_revision_object_carries_the_install_label() -> None:
-    for obj in _render("blue")[1:]:
-        assert obj["metadata"]["labels"][naming.LABEL_INSTALL_REVISION] == "blue"
-    namespace = _render("blue")[0]
-    assert naming.LABEL_INSTALL_REVISION not in namespace["metadata"]["labels"]
+    for obj in _render("blue"):
+        labels = obj["metadata"]["labels"]
+        if manifests.describe(obj) in SHARED:  # uninstall (by this label) must not find them
+            assert naming.LABEL_INSTALL_REVISION not in labels
+            assert labels[naming.LABEL_PART_OF] == naming.PART_OF
+        else:
+            assert labels[naming.LABEL_INSTALL_REVISION] == "blue"
 
 
 def test_pods_show_the_revision_like_the_guide() -> None:
@@ -138,8 +150,10 @@ def test_image_comes_from_values() -> None:
 
 def test_service_ports() -> None:
     (service,) = _by_kind(_render("blue"), "Service")
-    ports = {p["port"]: p["targetPort"] for p in service["spec"]["ports"]}
-    assert ports == {443: 15017, 15010: 15010, 15012: 15012, 15014: 15014}
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+    # Istio's names; plaintext xDS (grpc-xds, 15010) only when asked for (test_plaintext_xds)
+    assert ports == {"https-webhook": (443, 15017), "https-dns": (15012, 15012),
+                     "http-monitoring": (15014, 15014)}  # fmt: skip
     assert service["spec"]["selector"] == {"app": "istiod", "istio.io/rev": "blue"}
 
 

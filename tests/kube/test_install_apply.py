@@ -9,13 +9,14 @@ import pytest
 from cluster_emulator import ApiServer
 from lightkube import AsyncClient
 
-from sidemesh.install import manifests
+from sidemesh.install import manifests, naming
 from sidemesh.install.overrides import load_install_values
 from sidemesh.kube import installer, tags
 
 MWC = "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 STORED_KINDS = {
     "Namespace": ("v1/namespaces", False),
+    "CustomResourceDefinition": ("apiextensions.k8s.io/v1/customresourcedefinitions", False),
     "ServiceAccount": ("v1/serviceaccounts", True),
     "ClusterRole": ("rbac.authorization.k8s.io/v1/clusterroles", False),
     "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1/clusterrolebindings", False),
@@ -51,6 +52,11 @@ async def _install(client: AsyncClient, revision: str, *sets: str) -> list[dict[
     values, chosen = load_install_values([], list(sets), revision=revision)
     await installer.install(client, values, chosen, report=_quiet)
     return manifests.render(values, chosen)
+
+
+def _revision_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What uninstall removes: not the Namespace or the CRDs every revision shares."""
+    return [o for o in objects if naming.LABEL_INSTALL_REVISION in o["metadata"]["labels"]]
 
 
 async def test_install_creates_every_object_and_they_validate(
@@ -97,8 +103,8 @@ async def test_uninstall_one_revision_leaves_the_other_untouched(
     green = await _install(client, "green")
     green_before = {manifests.describe(o): _stored(api, o) for o in green}
     deleted = await installer.uninstall(client, "blue", report=_quiet)
-    assert set(deleted) == {manifests.describe(o) for o in blue[1:]}
-    for obj in blue[1:]:
+    assert set(deleted) == {manifests.describe(o) for o in _revision_objects(blue)}
+    for obj in _revision_objects(blue):
         assert _stored(api, obj) is None, manifests.describe(obj)
     for obj in green:
         assert _stored(api, obj) == green_before[manifests.describe(obj)]

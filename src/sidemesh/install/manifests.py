@@ -10,7 +10,7 @@ from typing import Any
 
 from sidemesh.api import names
 from sidemesh.inject.webhooks import revision_webhooks
-from sidemesh.install import naming, rbac, workload
+from sidemesh.install import crds, naming, rbac, workload
 from sidemesh.install.values import InstallValues
 from sidemesh.install.webhooks import WebhookSettings, deactivated, webhook_configuration
 
@@ -18,6 +18,7 @@ from sidemesh.install.webhooks import WebhookSettings, deactivated, webhook_conf
 # it fails closed, so it must not exist before the Deployment that answers it.
 APPLY_ORDER: tuple[str, ...] = (
     "Namespace",
+    "CustomResourceDefinition",
     "ServiceAccount",
     "ClusterRole",
     "ClusterRoleBinding",
@@ -67,9 +68,11 @@ def injector_webhook(
 def render(
     values: InstallValues, revision: str, *, default_tag_exists: bool = False
 ) -> list[dict[str, Any]]:
-    """All objects of one revision's install, in apply order (the Namespace first)."""
+    """All objects of one revision's install, in apply order: first what every revision
+    shares (the Namespace, the CRDs; no revision label, uninstall keeps the CRDs)."""
     objects: list[dict[str, Any]] = [
         namespace(),
+        *crds.custom_resource_definitions(),
         rbac.service_account(revision),
         rbac.cluster_role(revision),
         rbac.cluster_role_binding(revision),
@@ -77,7 +80,7 @@ def render(
         rbac.role_binding(revision),
         workload.injector_configmap(values, revision),
         workload.mesh_configmap(values, revision),
-        workload.service(revision),
+        workload.service(revision, plaintext_xds=values.pilot.plaintext_xds.enabled),
         workload.deployment(values, revision),
     ]
     if values.global_.default_pod_disruption_budget.enabled:

@@ -35,6 +35,13 @@ def _pilot_resources() -> Resources:
     )
 
 
+class PlaintextXdsValues(_Values):
+    """xDS without TLS or authentication on 15010 (`grpc-xds`): anyone who reaches the port
+    reads the whole mesh configuration, so it is off unless asked for."""
+
+    enabled: bool = False
+
+
 class PilotValues(_Values):
     """The control-plane Deployment (`pilot` is Istio's name for istiod's settings)."""
 
@@ -48,6 +55,9 @@ class PilotValues(_Values):
     pod_annotations: dict[str, str] = Field(default_factory=dict, alias="podAnnotations")
     env: dict[str, str] = Field(default_factory=dict)
     priority_class_name: str = Field("", alias="priorityClassName")
+    plaintext_xds: PlaintextXdsValues = Field(
+        default_factory=PlaintextXdsValues, alias="plaintextXds"
+    )
 
 
 class PodDisruptionBudgetValues(_Values):

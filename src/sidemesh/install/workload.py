@@ -12,13 +12,19 @@ from sidemesh.api.config import Resources
 from sidemesh.install import naming
 from sidemesh.install.values import InstallValues
 
-# (service port name, service port, container port)
+# (service port name, service port, container port): Istio's names. Only ports discovery serves
+# are declared, so plaintext xDS (unauthenticated, off unless asked for) is added separately.
+PLAINTEXT_XDS_PORT = ("grpc-xds", names.PORT_XDS_PLAINTEXT, names.PORT_XDS_PLAINTEXT)
 SERVICE_PORTS: tuple[tuple[str, int, int], ...] = (
-    ("grpc-xds", names.PORT_XDS_PLAINTEXT, names.PORT_XDS_PLAINTEXT),
     ("https-dns", names.PORT_XDS_TLS, names.PORT_XDS_TLS),
     ("https-webhook", naming.WEBHOOK_SERVICE_PORT, names.PORT_WEBHOOK),
     ("http-monitoring", names.PORT_MONITORING, names.PORT_MONITORING),
 )
+
+
+def service_ports(*, plaintext_xds: bool) -> tuple[tuple[str, int, int], ...]:
+    """The ports `sidemesh discovery` serves, as the Service declares them."""
+    return (PLAINTEXT_XDS_PORT, *SERVICE_PORTS) if plaintext_xds else SERVICE_PORTS
 
 
 def _metadata(name: str, revision: str, **extra_labels: str) -> dict[str, Any]:
@@ -62,9 +68,10 @@ def _resources(resources: Resources) -> dict[str, Any]:
     return out
 
 
-def discovery_args(revision: str) -> list[str]:
+def discovery_args(revision: str, *, plaintext_xds: bool = False) -> list[str]:
     """`sidemesh discovery` as the image's ENTRYPOINT runs it in the cluster."""
     cert_dir = naming.WEBHOOK_CERT_DIR
+    plaintext = ["--xds-port", str(names.PORT_XDS_PLAINTEXT)] if plaintext_xds else []
     return [
         "discovery",
         "--kube",
@@ -74,6 +81,7 @@ def discovery_args(revision: str) -> list[str]:
         "--mesh-config", f"{naming.MESH_CONFIG_DIR}/mesh",
         "--tls-cert-file", f"{cert_dir}/tls.crt",
         "--tls-key-file", f"{cert_dir}/tls.key",
+        *plaintext,
     ]  # fmt: skip
 
 
@@ -84,13 +92,14 @@ def _container(values: InstallValues, revision: str) -> dict[str, Any]:
         {"name": "REVISION", "value": naming.revision_label(revision)},
     ]
     env += [{"name": k, "value": v} for k, v in sorted(values.pilot.env.items())]
+    plaintext_xds = values.pilot.plaintext_xds.enabled
+    ports = sorted(service_ports(plaintext_xds=plaintext_xds), key=lambda p: p[2])
     container: dict[str, Any] = {
         "name": "discovery",
         "image": values.control_plane_image(),
-        "args": discovery_args(revision),
+        "args": discovery_args(revision, plaintext_xds=plaintext_xds),
         "ports": [
-            {"name": name, "containerPort": port, "protocol": "TCP"}
-            for name, _, port in sorted(SERVICE_PORTS, key=lambda p: p[2])
+            {"name": name, "containerPort": port, "protocol": "TCP"} for name, _, port in ports
         ],
         "env": env,
         "readinessProbe": {
@@ -183,7 +192,7 @@ def deployment(values: InstallValues, revision: str) -> dict[str, Any]:
     }
 
 
-def service(revision: str) -> dict[str, Any]:
+def service(revision: str, *, plaintext_xds: bool = False) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -192,7 +201,7 @@ def service(revision: str) -> dict[str, Any]:
             "selector": naming.selector_labels(revision),
             "ports": [
                 {"name": name, "port": port, "targetPort": target, "protocol": "TCP"}
-                for name, port, target in SERVICE_PORTS
+                for name, port, target in service_ports(plaintext_xds=plaintext_xds)
             ],
         },
     }

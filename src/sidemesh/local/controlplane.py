@@ -2,10 +2,10 @@
 
 `control-plane start --revision REV` applies (into `istio-system`): a Secret with the webhook's
 serving certificate, the `cacerts` Secret (the runtime's CA, Istio's plug-in layout), a
-ServiceAccount, the Service `istiod[-REV]` (443 -> 15017 webhook, 15010, 15012, 15014) and the
-Deployment `istiod[-REV]` whose pods run `sidemesh discovery`, labelled as the guide shows
-(`app=istiod`, `istio.io/rev=REV`, `istio=istiod`). The runtime then "installs" the revision's
-webhook entries (see `admission.webhook_entries`).
+ServiceAccount, the Service `istiod[-REV]` (443 -> 15017 webhook, 15012, 15014: plaintext xDS
+is off) and the Deployment `istiod[-REV]` whose pods run `sidemesh discovery`, labelled as the
+guide shows (`app=istiod`, `istio.io/rev=REV`, `istio=istiod`). The runtime then "installs" the
+revision's webhook entries (see `admission.webhook_entries`).
 
 Later growth goes through `ControlPlaneOptions`: extra arguments and environment for
 `sidemesh discovery`. The files the xDS server and mesh CA will read are already mounted:
@@ -132,7 +132,6 @@ def control_plane_objects(
         "env": env,
         "ports": [
             {"name": "https-webhook", "containerPort": names.PORT_WEBHOOK, "protocol": "TCP"},
-            {"name": "grpc-xds", "containerPort": names.PORT_XDS_PLAINTEXT, "protocol": "TCP"},
             {"name": "https-dns", "containerPort": names.PORT_XDS_TLS, "protocol": "TCP"},
             {"name": "http-monitoring", "containerPort": names.PORT_MONITORING, "protocol": "TCP"},
         ],
@@ -205,7 +204,6 @@ def control_plane_objects(
         "spec": {
             "selector": selector,
             "ports": [
-                {"name": "grpc-xds", "port": names.PORT_XDS_PLAINTEXT, "protocol": "TCP"},
                 {"name": "https-dns", "port": names.PORT_XDS_TLS, "protocol": "TCP"},
                 {
                     "name": "https-webhook",
