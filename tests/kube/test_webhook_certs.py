@@ -6,9 +6,13 @@ import base64
 import datetime
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from sidemesh.kube.cert_store import write_atomically
 from sidemesh.kube.webhook_certs import (
@@ -41,6 +45,45 @@ def test_serving_certificate_names_the_revision_service() -> None:
             "istiod-asm-173-3.istio-system.svc.cluster.local"} <= _sans(certs.cert)  # fmt: skip
     assert _sans(issue("default", NOW, POLICY).cert) >= {"istiod.istio-system.svc"}
     assert renewal_reason(certs, "asm-173-3", NOW, POLICY) is None
+
+
+def _outline(pem: bytes) -> tuple[str, datetime.timedelta, datetime.timedelta, list[Any]]:
+    """Subject, validity before and after NOW, and each extension with its criticality."""
+    cert = x509.load_pem_x509_certificate(pem)
+    extensions = [(e.oid, e.critical) for e in cert.extensions]
+    before, after = NOW - cert.not_valid_before_utc, cert.not_valid_after_utc - NOW
+    return cert.subject.rfc4514_string(), before, after, extensions
+
+
+def test_webhook_ca_and_serving_certificate_extensions() -> None:
+    """The CA may sign only leaves; the serving certificate names the service and serverAuth,
+    nothing else. Both are backdated five minutes for API servers with slow clocks."""
+    certs = issue("blue", NOW, POLICY)
+    backdate = datetime.timedelta(minutes=5)
+    ca_extensions = [
+        (ExtensionOID.BASIC_CONSTRAINTS, True),
+        (ExtensionOID.KEY_USAGE, True),
+        (ExtensionOID.SUBJECT_KEY_IDENTIFIER, False),
+    ]
+    serving_extensions = [
+        (ExtensionOID.SUBJECT_ALTERNATIVE_NAME, False),
+        (ExtensionOID.BASIC_CONSTRAINTS, True),
+        (ExtensionOID.EXTENDED_KEY_USAGE, False),
+    ]
+    assert [_outline(certs.ca_cert), _outline(certs.cert)] == [
+        ("CN=istiod-blue webhook CA,O=sidemesh", backdate, POLICY.ca_validity, ca_extensions),
+        ("CN=istiod-blue.istio-system.svc", backdate, POLICY.cert_validity, serving_extensions),
+    ]
+    ca = x509.load_pem_x509_certificate(certs.ca_cert)
+    serving = x509.load_pem_x509_certificate(certs.cert)
+    serving.verify_directly_issued_by(ca)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
+    usage = serving.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    for pem in (certs.ca_key, certs.key):
+        assert pem.startswith(b"-----BEGIN PRIVATE KEY-----\n")
+        key = serialization.load_pem_private_key(pem, password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
 
 
 def test_certificate_for_another_revision_is_refused() -> None:

@@ -9,7 +9,6 @@ than be overwritten; the next event recomputes it.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 from collections.abc import Callable, Mapping
@@ -21,7 +20,7 @@ from lightkube.core.exceptions import ApiError
 from sidemesh.api import names
 from sidemesh.kube import client as kube
 from sidemesh.kube.metrics import KubeMetrics
-from sidemesh.kube.retry import DEFAULT_BACKOFF, Backoff
+from sidemesh.kube.retry import DEFAULT_BACKOFF, Backoff, follow_forever
 
 log = logging.getLogger("sidemesh.kube.cabundle")
 
@@ -99,21 +98,14 @@ class BundleKeeper:
 
     async def follow(self, backoff: Backoff = DEFAULT_BACKOFF) -> None:
         """Watch the revision's configurations and correct each event, forever."""
-        delays = backoff.delays()
-        while True:
-            try:
-                await self.fix_all()
-                async for kind, obj in self.client.watch(
-                    MWC, labels={names.LABEL_REVISION: self.revision}
-                ):
-                    if kind != "DELETED":
-                        await self.fix(kube.as_dict(obj))
-                    delays = backoff.delays()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.metrics.inc("sidemesh_kube_api_failures_total", operation="watch webhooks")
-                delay = next(delays)
-                log.info("keeping caBundle current failed, again in %.1fs: %s",
-                         delay, kube.describe_error(exc))  # fmt: skip
-                await asyncio.sleep(delay)
+        await follow_forever(
+            self._correct, operation="watch webhooks", activity="keeping caBundle current",
+            logger=log, metrics=self.metrics, backoff=backoff,
+        )  # fmt: skip
+
+    async def _correct(self, healthy: Callable[[], None]) -> None:
+        await self.fix_all()
+        async for kind, obj in self.client.watch(MWC, labels={names.LABEL_REVISION: self.revision}):
+            if kind != "DELETED":
+                await self.fix(kube.as_dict(obj))
+            healthy()

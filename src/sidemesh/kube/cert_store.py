@@ -23,7 +23,7 @@ from lightkube.core.exceptions import ApiError
 from sidemesh.install import naming
 from sidemesh.kube import client as kube
 from sidemesh.kube.metrics import KubeMetrics
-from sidemesh.kube.retry import DEFAULT_BACKOFF, Backoff
+from sidemesh.kube.retry import DEFAULT_BACKOFF, Backoff, follow_forever
 from sidemesh.kube.webhook_certs import (
     DEFAULT_POLICY,
     PREVIOUS_CA_KEY,
@@ -187,27 +187,22 @@ class CertificateStore:
 
     async def follow(self, backoff: Backoff = DEFAULT_BACKOFF) -> None:
         """Mirror every change of the Secret into the files, forever (all replicas)."""
-        delays = backoff.delays()
-        while True:
-            try:
-                async for _, obj in self.client.watch(
-                    SECRET, namespace=self.namespace, fields={"metadata.name": self.name}
-                ):
-                    secret = kube.as_dict(obj)
-                    if (secret.get("metadata") or {}).get("name") != self.name:
-                        continue
-                    certs = WebhookCertificates.from_secret_data(secret.get("data"))
-                    if certs is not None and not self._unusable(certs):
-                        self._adopt(secret, certs)
-                    delays = backoff.delays()  # healthy stream: start backoff over
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.metrics.inc("sidemesh_kube_api_failures_total", operation="watch secret")
-                delay = next(delays)
-                log.info("watching Secret %s failed, again in %.1fs: %s",
-                         self.name, delay, kube.describe_error(exc))  # fmt: skip
-                await asyncio.sleep(delay)
+        await follow_forever(
+            self._mirror, operation="watch secret", activity=f"watching Secret {self.name}",
+            logger=log, metrics=self.metrics, backoff=backoff,
+        )  # fmt: skip
+
+    async def _mirror(self, healthy: Callable[[], None]) -> None:
+        async for _, obj in self.client.watch(
+            SECRET, namespace=self.namespace, fields={"metadata.name": self.name}
+        ):
+            secret = kube.as_dict(obj)
+            if (secret.get("metadata") or {}).get("name") != self.name:
+                continue
+            certs = WebhookCertificates.from_secret_data(secret.get("data"))
+            if certs is not None and not self._unusable(certs):
+                self._adopt(secret, certs)
+            healthy()
 
     def due(self) -> str | None:
         if self.current is None:

@@ -66,3 +66,33 @@ async def retry_forever(
             log.log(level, "%s failed, retrying in %.1fs: %s", operation, delay,
                     describe_error(exc))  # fmt: skip
             await sleep(delay)
+
+
+async def follow_forever(
+    follow: Callable[[Callable[[], None]], Awaitable[None]],
+    *,
+    operation: str,
+    activity: str,
+    logger: logging.Logger,
+    metrics: KubeMetrics,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    sleep: Sleep = asyncio.sleep,
+) -> None:
+    """Run `follow(healthy)` (a watch) again whenever it ends, backing off after failures;
+    `healthy()` says the stream delivered, so the next failure starts the backoff over."""
+    delays = backoff.delays()
+
+    def healthy() -> None:
+        nonlocal delays
+        delays = backoff.delays()
+
+    while True:
+        try:
+            await follow(healthy)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            metrics.inc("sidemesh_kube_api_failures_total", operation=operation)
+            delay = next(delays)
+            logger.info("%s failed, again in %.1fs: %s", activity, delay, describe_error(exc))
+            await sleep(delay)

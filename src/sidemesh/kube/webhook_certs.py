@@ -16,12 +16,13 @@ from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sidemesh.api import names
 from sidemesh.install import naming
+from sidemesh.security import certificates
 
 CA_KEY: Final = "ca.crt"
 CA_PRIVATE_KEY: Final = "ca.key"
@@ -29,6 +30,11 @@ PREVIOUS_CA_KEY: Final = "ca-previous.crt"
 CERT_KEY: Final = "tls.crt"
 PRIVATE_KEY: Final = "tls.key"
 BACKDATE: Final = datetime.timedelta(minutes=5)  # API servers with slow clocks
+# The API server checks the serving certificate's names and serverAuth; unlike a workload
+# certificate it carries no key usage and no authority key identifier.
+SERVING_PROFILE: Final = certificates.LeafProfile(
+    extended_key_usage=(ExtendedKeyUsageOID.SERVER_AUTH,)
+)
 
 
 @dataclass(frozen=True)
@@ -97,51 +103,18 @@ def dns_names(revision: str, namespace: str = naming.NAMESPACE) -> list[str]:
     ]
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _pem_cert(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 def issue_ca(revision: str, now: datetime.datetime, policy: CertPolicy) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = certificates.generate_key()
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sidemesh"),
             x509.NameAttribute(NameOID.COMMON_NAME, f"{names.service_name(revision)} webhook CA"),
         ]
     )
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        key_cert_sign=True,
-        crl_sign=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        encipher_only=False,
-        decipher_only=False,
+    cert = certificates.self_signed_ca(
+        key, subject=subject, now=now, backdate=BACKDATE, lifetime=policy.ca_validity, path_length=0
     )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + policy.ca_validity)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return _pem_cert(cert), _pem_key(key)
+    return certificates.certificate_to_pem(cert), certificates.key_to_pem(key)
 
 
 def issue_serving(
@@ -150,23 +123,20 @@ def issue_serving(
     issuer = x509.load_pem_x509_certificate(ca_cert)
     signer = serialization.load_pem_private_key(ca_key, password=None)
     assert isinstance(signer, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = certificates.generate_key()
     hosts = dns_names(revision)
-    not_after = min(now + policy.cert_validity, issuer.not_valid_after_utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(issuer.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(signer, hashes.SHA256())
+    cert = certificates.signed_leaf(
+        key.public_key(),
+        subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]),
+        names=[x509.DNSName(h) for h in hosts],
+        profile=SERVING_PROFILE,
+        issuer=issuer,
+        issuer_key=signer,
+        now=now,
+        backdate=BACKDATE,
+        lifetime=policy.cert_validity,
     )
-    return _pem_cert(cert), _pem_key(key)
+    return certificates.certificate_to_pem(cert), certificates.key_to_pem(key)
 
 
 def issue(revision: str, now: datetime.datetime, policy: CertPolicy) -> WebhookCertificates:

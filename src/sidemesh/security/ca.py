@@ -22,33 +22,33 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sidemesh.security import certificates
+from sidemesh.security.certificates import SigningKey as SigningKey
+from sidemesh.security.certificates import generate_key as generate_key
+from sidemesh.security.certificates import key_to_pem as key_to_pem
 from sidemesh.security.identity import SpiffeId
-
-SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 ROOT_VALIDITY = datetime.timedelta(days=3650)
 DEFAULT_WORKLOAD_TTL = datetime.timedelta(hours=24)
 MAX_WORKLOAD_TTL = datetime.timedelta(days=90)  # Istio's MAX_WORKLOAD_CERT_TTL
 CLOCK_SKEW = datetime.timedelta(minutes=1)  # backdate notBefore for peers with slow clocks
 ORGANIZATION = "sidemesh"
+WORKLOAD_PROFILE = certificates.LeafProfile(
+    key_usage=certificates.TLS_KEY_USAGE,
+    extended_key_usage=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+    authority_key_identifier=True,
+)
 
 
 class CsrError(ValueError):
     """A CSR that cannot be signed; the message says why in words a user can act on."""
 
 
-def generate_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _serial() -> int:
-    return x509.random_serial_number()
-
-
 def _pem(cert: x509.Certificate) -> str:
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+    return certificates.certificate_to_pem(cert).decode()
 
 
 def load_pem_certificates(data: bytes | str, source: str) -> list[x509.Certificate]:
@@ -57,14 +57,6 @@ def load_pem_certificates(data: bytes | str, source: str) -> list[x509.Certifica
         return x509.load_pem_x509_certificates(raw) if raw.strip() else []
     except ValueError as exc:
         raise ValueError(f"{source}: not a PEM certificate list: {exc}") from exc
-
-
-def key_to_pem(key: SigningKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
 
 
 @dataclass(frozen=True)
@@ -134,18 +126,8 @@ class CertificateAuthority:
     ) -> CertificateAuthority:
         key = key or generate_key()
         name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain)])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(_serial())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + validity)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_ca_key_usage(), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .sign(key, hashes.SHA256())
+        cert = certificates.self_signed_ca(
+            key, subject=name, now=now, backdate=CLOCK_SKEW, lifetime=validity, path_length=None
         )
         return cls(trust_domain, key, cert, (cert,), TrustBundle((cert,)))
 
@@ -218,40 +200,26 @@ class CertificateAuthority:
 
     def _issue(
         self,
-        public_key: object,
+        public_key: CertificatePublicKeyTypes,
         *,
         uris: Iterable[str],
         dns_names: Iterable[str],
         now: datetime.datetime,
         ttl: datetime.timedelta | None,
     ) -> x509.Certificate:
-        ttl = min(ttl or self.default_ttl, self.max_ttl)
-        not_after = min(now + ttl, self.signing_cert.not_valid_after_utc)
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
         names += [x509.DNSName(d) for d in dns_names]
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([]))  # identity lives in the SAN, which is then critical
-            .issuer_name(self.signing_cert.subject)
-            .public_key(public_key)  # type: ignore[arg-type]
-            .serial_number(_serial())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName(names), critical=True)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_leaf_key_usage(), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.signing_key.public_key()),
-                critical=False,
-            )
+        return certificates.signed_leaf(
+            public_key,
+            subject=x509.Name([]),  # the identity lives in the SAN
+            names=names,
+            profile=WORKLOAD_PROFILE,
+            issuer=self.signing_cert,
+            issuer_key=self.signing_key,
+            now=now,
+            backdate=CLOCK_SKEW,
+            lifetime=min(ttl or self.default_ttl, self.max_ttl),
         )
-        return builder.sign(self.signing_key, hashes.SHA256())
 
 
 def parse_csr(csr_pem: str | bytes) -> x509.CertificateSigningRequest:
@@ -299,22 +267,6 @@ def check_csr_identity(csr: x509.CertificateSigningRequest, identity: SpiffeId) 
         raise PermissionError(
             f"the CSR asks for {', '.join(others)} but the caller is {identity.uri}"
         )
-
-
-def _ca_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-        encipher_only=False, decipher_only=False,
-    )  # fmt: skip
-
-
-def _leaf_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=True,
-        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-        encipher_only=False, decipher_only=False,
-    )  # fmt: skip
 
 
 def _check_path(chain: Sequence[x509.Certificate]) -> None:

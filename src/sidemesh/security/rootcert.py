@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sidemesh.api import names
@@ -58,38 +59,43 @@ async def publish_root_cert(client: Any, root_pem: str) -> None:
     )
 
 
-async def _follow_namespaces(client: Any, root_pem: str) -> None:
-    from lightkube.resources.core_v1 import Namespace
-
+async def _watch_forever(kind: str, watch: Callable[[], Awaitable[None]]) -> None:
+    """Run `watch` again RETRY_SECONDS after it ends or fails, until cancelled."""
     while True:
         try:
-            async for event, namespace in client.watch(Namespace):
-                if event in ("ADDED", "MODIFIED") and _active(namespace):
-                    await _reconcile_logged(client, namespace.metadata.name, root_pem)
+            await watch()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("namespace watch failed (%s); retrying", type(exc).__name__)
+            log.warning("%s watch failed (%s); retrying", kind, type(exc).__name__)
         await asyncio.sleep(RETRY_SECONDS)
+
+
+async def _follow_namespaces(client: Any, root_pem: str) -> None:
+    from lightkube.resources.core_v1 import Namespace
+
+    async def watch() -> None:
+        async for event, namespace in client.watch(Namespace):
+            if event in ("ADDED", "MODIFIED") and _active(namespace):
+                await _reconcile_logged(client, namespace.metadata.name, root_pem)
+
+    await _watch_forever("namespace", watch)
 
 
 async def _follow_config_maps(client: Any, root_pem: str) -> None:
     from lightkube.resources.core_v1 import ConfigMap
 
     selector = {"metadata.name": names.CONFIGMAP_CA_ROOT}
-    while True:
-        try:
-            async for event, config_map in client.watch(ConfigMap, namespace="*", fields=selector):
-                if config_map.metadata.name != names.CONFIGMAP_CA_ROOT:
-                    continue
-                drifted = (config_map.data or {}).get(ROOT_CERT_KEY) != root_pem
-                if event == "DELETED" or drifted:
-                    await _reconcile_logged(client, config_map.metadata.namespace, root_pem)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("configmap watch failed (%s); retrying", type(exc).__name__)
-        await asyncio.sleep(RETRY_SECONDS)
+
+    async def watch() -> None:
+        async for event, config_map in client.watch(ConfigMap, namespace="*", fields=selector):
+            if config_map.metadata.name != names.CONFIGMAP_CA_ROOT:
+                continue
+            drifted = (config_map.data or {}).get(ROOT_CERT_KEY) != root_pem
+            if event == "DELETED" or drifted:
+                await _reconcile_logged(client, config_map.metadata.namespace, root_pem)
+
+    await _watch_forever("configmap", watch)
 
 
 def _active(namespace: Any) -> bool:

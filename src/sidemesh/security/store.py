@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sidemesh.api import names
-from sidemesh.security.ca import CertificateAuthority, key_to_pem
+from sidemesh.security.ca import CertificateAuthority
+from sidemesh.security.certificates import certificate_to_pem, key_to_pem
 
 log = logging.getLogger("sidemesh.security.store")
 
@@ -44,11 +45,9 @@ class CaMaterial:
 
     @classmethod
     def from_ca(cls, ca: CertificateAuthority) -> CaMaterial:
-        from cryptography.hazmat.primitives.serialization import Encoding
-
-        chain = b"".join(c.public_bytes(Encoding.PEM) for c in ca.chain[1:])
+        chain = b"".join(certificate_to_pem(c) for c in ca.chain[1:])
         return cls(
-            ca_cert=ca.signing_cert.public_bytes(Encoding.PEM),
+            ca_cert=certificate_to_pem(ca.signing_cert),
             ca_key=key_to_pem(ca.signing_key),
             cert_chain=chain,
             root_cert=ca.root_pem().encode(),
