@@ -15,13 +15,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from sidemesh.security.certificates import generate_key
+from sidemesh.security.certificates import key_to_pem as private_key_pem
+
+__all__ = ["CertificateError", "WorkloadCertificate", "build_csr", "generate_key",
+           "private_key_pem"]  # fmt: skip
+
 
 class CertificateError(ValueError):
     """The CA's answer cannot be used as this workload's certificate."""
-
-
-def generate_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
 
 
 def build_csr(key: ec.EllipticCurvePrivateKey, spiffe_id: str) -> bytes:
@@ -36,14 +38,6 @@ def build_csr(key: ec.EllipticCurvePrivateKey, spiffe_id: str) -> bytes:
         .sign(key, hashes.SHA256())
     )
     return request.public_bytes(serialization.Encoding.PEM)
-
-
-def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
 
 
 @dataclass(frozen=True)
