@@ -17,7 +17,8 @@ tests/sidecar/mesh_kit.py: real `sidemesh discovery`, real capture, real agents 
   `added_*_ms` are mesh minus direct, per percentile. Modes alternate for --rounds rounds;
   each mode's percentiles are over all its rounds' samples.
 * `sidecar_cpu_seconds_per_1000_requests`: utime+stime of agent + Envoy (from /proc) during
-  the mesh runs, per 1,000 requests, per sidecar; `sidecar_rss_mib`: their RSS afterwards.
+  the mesh runs, per 1,000 requests, per sidecar; `sidecar_rss_mib`: their RSS afterwards;
+  `sidecar_private_mib`: the anonymous (unshared) part of it.
 * `bare_envoy_pair` (benchmarks/envoy_reference.py): the same load through two bare Envoys from
   the same wheel with mTLS between them and nothing of ours, on the node's loopback: what any
   Envoy pair adds on this machine. `added_beyond_bare_pair_ms` is the sidecars' excess over it.
@@ -199,6 +200,14 @@ def measure_latency(client: Pod, backend: Pod, args: argparse.Namespace) -> dict
         "sidecar_rss_mib": {
             name: per_component(
                 {k: rss_bytes(pid) / 2**20 for k, pid in sidecar_pids(pod).items()}, 1
+            )
+            for name, pod in pods.items()
+        },
+        # RssAnon: the private memory each sidecar adds (libraries and the Envoy binary are
+        # file pages shared by every sidecar on the node)
+        "sidecar_private_mib": {
+            name: per_component(
+                {k: rss_bytes(pid, "RssAnon") / 2**20 for k, pid in sidecar_pids(pod).items()}, 1
             )
             for name, pod in pods.items()
         },

@@ -217,9 +217,12 @@ class Process:
             self.popen.wait(timeout)
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of /proc/PID/status in bytes: VmRSS (all resident pages), or RssAnon
+    (the private part: what one more pod costs; file pages such as shared libraries and the
+    Envoy binary are shared by every sidecar on a node)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
 

@@ -157,6 +157,7 @@ def test_least_recently_used_answers_go_first_by_count_and_by_bytes() -> None:
     tiny = ReplayMemo(max_body_bytes=len(bodies[0]) - 1)
     tiny.remember(bodies[0], ROUTE, results[0])
     assert len(tiny) == 0
+    assert tiny.lookup(bodies[0], ROUTE) is None and tiny.misses == 0  # not even looked up
 
 
 async def test_a_rollout_is_admitted_once_and_every_answer_echoes_its_uid() -> None:

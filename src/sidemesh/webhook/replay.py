@@ -78,8 +78,8 @@ class ReplayMemo:
 
     def lookup(self, body: bytes, route: Route) -> ReviewResult | None:
         """The answer to `body` if an equal body (but for its uid) was answered before."""
-        if not self.max_entries:
-            return None
+        if not self.max_entries or len(body) > self.max_body_bytes:
+            return None  # never remembered, so not worth copying and hashing
         cut = _cut_uid(body)
         if cut is None:
             self.misses += 1
