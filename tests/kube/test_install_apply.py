@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import kubernetes_validate
@@ -11,6 +12,7 @@ from lightkube import AsyncClient
 
 from sidemesh.install import manifests, naming
 from sidemesh.install.overrides import load_install_values
+from sidemesh.kube import client as kube
 from sidemesh.kube import installer, tags
 
 MWC = "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
@@ -164,3 +166,30 @@ async def test_install_refuses_a_revision_named_like_a_tag(
 
 async def test_nothing_to_uninstall(api: ApiServer, client: AsyncClient) -> None:
     assert await installer.uninstall(client, "nope", report=_quiet) == []
+
+
+async def test_a_crd_installed_by_someone_else_is_left_alone(
+    api: ApiServer, client: AsyncClient
+) -> None:
+    values, chosen = load_install_values([], [], revision="blue")
+    [ours] = [
+        o for o in manifests.render(values, chosen) if o["kind"] == "CustomResourceDefinition"
+    ]
+    theirs = copy.deepcopy(ours)
+    theirs["metadata"]["labels"] = {"app": "istio-pilot", "release": "istio-base"}
+    theirs["spec"]["versions"] = [{**v, "storage": v["name"] == "v1beta1"}
+                                  for v in theirs["spec"]["versions"]]  # fmt: skip
+    await kube.apply(client, theirs)
+    reports: list[str] = []
+    await installer.install(client, values, chosen, report=reports.append)
+    live = _stored(api, ours)
+    assert live is not None
+    assert live["metadata"]["labels"] == theirs["metadata"]["labels"]
+    assert live["spec"]["versions"] == theirs["spec"]["versions"]
+    assert any(r.startswith("kept ") and "not installed by sidemesh" in r for r in reports)
+
+    # ours (labelled part-of sidemesh) is applied again as usual
+    await kube.apply(client, ours)
+    reports.clear()
+    await installer.install(client, values, chosen, report=reports.append)
+    assert not any(r.startswith("kept ") for r in reports)

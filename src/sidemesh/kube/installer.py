@@ -71,9 +71,28 @@ async def install(
     objects = manifests.render(values, revision, default_tag_exists=default_tag_exists)
     applied = []
     for obj in objects:
+        foreign = await _foreign_definition(client, obj)
+        if foreign is not None:
+            # Istio's base chart (or another mesh) owns it: taking its fields over with a
+            # forced apply could change its schema or storage version under its objects.
+            applied.append(foreign)
+            report(f"kept {manifests.describe(obj)}: it exists and was not installed by sidemesh")
+            continue
         applied.append(await kube.apply(client, obj))
         report(f"applied {manifests.describe(obj)}")
     return applied
+
+
+async def _foreign_definition(client: AsyncClient, obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The live CRD `obj` would overwrite, if it exists and is not ours; else None."""
+    if obj["kind"] != "CustomResourceDefinition":
+        return None
+    live = await kube.get(
+        client, kube.resource_type(obj["apiVersion"], obj["kind"]), obj["metadata"]["name"]
+    )
+    if live is None or _labels(live).get(naming.LABEL_PART_OF) == naming.PART_OF:
+        return None
+    return live
 
 
 async def tags_pointing_at(client: AsyncClient, revision: str) -> list[str]:
