@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import os
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from sidemesh.kube.webhook_certs import (
     renew,
     renewal_reason,
 )
+from sidemesh.security.files import write_atomically
 
 log = logging.getLogger("sidemesh.kube.certs")
 
@@ -42,28 +41,6 @@ Clock = Callable[[], datetime.datetime]
 
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(tz=datetime.UTC)
-
-
-def write_atomically(path: Path, data: bytes, mode: int) -> bool:
-    """Replace `path` with `data` in one rename; False if it already held exactly that."""
-    try:
-        if path.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(descriptor, mode)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return True
 
 
 class CertificateStore:

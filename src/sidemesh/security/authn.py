@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import orjson
 import yaml
 
 from sidemesh.api import names
+from sidemesh.security.files import write_atomically
 
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 TOKEN_BYTES = 32  # random bytes per local token (256 bits)
@@ -172,9 +172,5 @@ def issue_local_token(
     if expires is not None:
         entry["expires"] = expires.isoformat()
     data.setdefault("tokens", []).append(entry)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-    tmp.replace(path)
+    write_atomically(path, orjson.dumps(data, option=orjson.OPT_INDENT_2), 0o600)
     return token

@@ -61,9 +61,11 @@ def load_pem_certificates(data: bytes | str, source: str) -> list[x509.Certifica
 
 @dataclass(frozen=True)
 class TrustBundle:
-    """The roots sidecars trust. During a root rotation it holds the old and the new root:
-    the new root is published (and every sidecar has picked it up) before it signs anything,
-    and the old one is dropped only after every certificate it signed has expired."""
+    """The roots sidecars trust. During a root rotation it holds the old and the new root, and
+    the old one is dropped only after it has expired. A renewed self-signed root (same key and
+    subject, see `root_rotation.py`) may sign at once: what it signs verifies under the old
+    root too. A root with a new key must be published, and picked up by every sidecar, before
+    it signs anything."""
 
     roots: tuple[x509.Certificate, ...]
 

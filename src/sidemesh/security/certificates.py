@@ -1,8 +1,9 @@
 """Building X.509 certificates and keys: the one place sidemesh drives `cryptography`'s builder.
 
 Pure apart from key generation and random serial numbers: callers pass `now`. Two kinds are
-built: self-signed CAs (the mesh root, the webhook CA) and leaves a CA signs (workload
-certificates, the control plane's and the webhook's serving certificates). What differs
+built: self-signed CAs (the mesh root, the webhook CA; a root is renewed by re-issuing it with
+the same key) and leaves a CA signs (workload certificates, the control plane's and the
+webhook's serving certificates). What differs
 between leaves is their `LeafProfile`; every certificate is signed with SHA-256.
 """
 
@@ -85,6 +86,32 @@ def self_signed_ca(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
+
+
+def reissued_self_signed(
+    cert: x509.Certificate,
+    key: SigningKey,
+    *,
+    now: datetime.datetime,
+    backdate: datetime.timedelta,
+    lifetime: datetime.timedelta,
+) -> x509.Certificate:
+    """`cert` again, signed by its own `key`, with a new serial number and validity (from
+    `now - backdate` to `now + lifetime`) and everything else kept: subject, key and extensions
+    (so the subject key identifier too). What the old certificate signed names this one's
+    subject as its issuer and verifies under this one's key, so it verifies under either."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - backdate)
+        .not_valid_after(now + lifetime)
+    )
+    for extension in cert.extensions:
+        builder = builder.add_extension(extension.value, critical=extension.critical)
+    return builder.sign(key, hashes.SHA256())
 
 
 def signed_leaf(

@@ -2,7 +2,8 @@
 
 Sidecars mount it (volume `istiod-ca-cert`) to verify the control plane before they have a
 certificate of their own. A namespace that appears gets it; a ConfigMap that is edited or
-deleted is put back.
+deleted is put back; when the roots change (a renewed root: the bundle then holds the old and
+the new one), every namespace's ConfigMap is updated.
 """
 
 from __future__ import annotations
@@ -52,10 +53,37 @@ async def reconcile_namespace(client: Any, namespace: str, root_pem: str) -> str
     return "updated"
 
 
-async def publish_root_cert(client: Any, root_pem: str) -> None:
+class PublishedRoot:
+    """The trusted roots to publish (PEM), which change when the root is renewed."""
+
+    def __init__(self, pem: str) -> None:
+        self._pem = pem
+        self._changed = asyncio.Event()
+
+    @property
+    def pem(self) -> str:
+        return self._pem
+
+    def update(self, pem: str) -> None:
+        if pem != self._pem:
+            self._pem = pem
+            self._changed.set()
+            self._changed = asyncio.Event()  # for the next change
+
+    async def changed_from(self, seen: str) -> str:
+        """Wait until the roots differ from `seen`; the new PEM."""
+        while self._pem == seen:
+            await self._changed.wait()
+        return self._pem
+
+
+async def publish_root_cert(client: Any, root: str | PublishedRoot) -> None:
     """Keep every namespace's ConfigMap current, forever (cancel to stop)."""
+    published = root if isinstance(root, PublishedRoot) else PublishedRoot(root)
     await asyncio.gather(
-        _follow_namespaces(client, root_pem), _follow_config_maps(client, root_pem)
+        _follow_namespaces(client, published),
+        _follow_config_maps(client, published),
+        _follow_root_changes(client, published),
     )
 
 
@@ -71,18 +99,18 @@ async def _watch_forever(kind: str, watch: Callable[[], Awaitable[None]]) -> Non
         await asyncio.sleep(RETRY_SECONDS)
 
 
-async def _follow_namespaces(client: Any, root_pem: str) -> None:
+async def _follow_namespaces(client: Any, root: PublishedRoot) -> None:
     from lightkube.resources.core_v1 import Namespace
 
     async def watch() -> None:
         async for event, namespace in client.watch(Namespace):
             if event in ("ADDED", "MODIFIED") and _active(namespace):
-                await _reconcile_logged(client, namespace.metadata.name, root_pem)
+                await _reconcile_logged(client, namespace.metadata.name, root.pem)
 
     await _watch_forever("namespace", watch)
 
 
-async def _follow_config_maps(client: Any, root_pem: str) -> None:
+async def _follow_config_maps(client: Any, root: PublishedRoot) -> None:
     from lightkube.resources.core_v1 import ConfigMap
 
     selector = {"metadata.name": names.CONFIGMAP_CA_ROOT}
@@ -91,11 +119,35 @@ async def _follow_config_maps(client: Any, root_pem: str) -> None:
         async for event, config_map in client.watch(ConfigMap, namespace="*", fields=selector):
             if config_map.metadata.name != names.CONFIGMAP_CA_ROOT:
                 continue
-            drifted = (config_map.data or {}).get(ROOT_CERT_KEY) != root_pem
+            drifted = (config_map.data or {}).get(ROOT_CERT_KEY) != root.pem
             if event == "DELETED" or drifted:
-                await _reconcile_logged(client, config_map.metadata.namespace, root_pem)
+                await _reconcile_logged(client, config_map.metadata.namespace, root.pem)
 
     await _watch_forever("configmap", watch)
+
+
+async def _follow_root_changes(client: Any, root: PublishedRoot) -> None:
+    """On every change of the roots, update every namespace (retrying until all are)."""
+    seen = root.pem
+    while True:
+        seen = await root.changed_from(seen)
+        log.info("the trusted roots changed; updating %s in every namespace",
+                 names.CONFIGMAP_CA_ROOT)  # fmt: skip
+        while not await _reconcile_every_namespace(client, root):
+            await asyncio.sleep(RETRY_SECONDS)
+
+
+async def _reconcile_every_namespace(client: Any, root: PublishedRoot) -> bool:
+    """Whether every active namespace now holds the current roots."""
+    from lightkube.resources.core_v1 import Namespace
+
+    try:
+        namespaces = [n async for n in client.list(Namespace) if _active(n)]
+    except Exception as exc:
+        log.warning("cannot list namespaces (%s); retrying", type(exc).__name__)
+        return False
+    done = [await _reconcile_logged(client, n.metadata.name, root.pem) for n in namespaces]
+    return all(done)
 
 
 def _active(namespace: Any) -> bool:
@@ -103,11 +155,12 @@ def _active(namespace: Any) -> bool:
     return not (status is not None and status.phase == "Terminating")
 
 
-async def _reconcile_logged(client: Any, namespace: str, root_pem: str) -> None:
+async def _reconcile_logged(client: Any, namespace: str, root_pem: str) -> bool:
     try:
         outcome = await reconcile_namespace(client, namespace, root_pem)
     except Exception as exc:
         log.warning("cannot publish the root cert in %s: %s", namespace, type(exc).__name__)
-        return
+        return False
     if outcome != "unchanged":
         log.info("%s %s/%s", outcome, namespace, names.CONFIGMAP_CA_ROOT)
+    return True

@@ -27,11 +27,13 @@ log = logging.getLogger("sidemesh.security.server")
 
 @dataclass
 class CaMetrics:
-    """Istio's citadel_server_* counters; refusals by reason code."""
+    """Istio's citadel_server_* metrics: counters (refusals by reason code) and when the root
+    in use expires."""
 
     csr_requests: int = 0
     signed: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    root_expiry: datetime.datetime | None = None  # of the root in use
 
     def refuse(self, code: str) -> None:
         self.refused[code] = self.refused.get(code, 0) + 1
@@ -48,6 +50,11 @@ class CaMetrics:
             f'citadel_server_csr_refused_count{{reason="{reason}"}} {count}'
             for reason, count in sorted(self.refused.items())
         ]
+        if self.root_expiry is not None:
+            lines += [
+                "# TYPE citadel_server_root_cert_expiry_timestamp gauge",
+                f"citadel_server_root_cert_expiry_timestamp {self.root_expiry.timestamp():.0f}",
+            ]
         return lines
 
 

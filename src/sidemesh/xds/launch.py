@@ -11,6 +11,10 @@ Two environments, one shape:
   authenticated by a token file issued by the local runtime;
 * Kubernetes: registry from watches, CA in the `istio-ca-secret` Secret, callers authenticated
   by TokenReview, and the root published as `istio-ca-root-cert` in every namespace.
+
+In both, a self-signed root (one the control plane created, not a plugged-in `cacerts`) is
+renewed before it expires (`security/rotator.py`); the CA service, the :15012 TLS context and
+the published roots follow the renewed root, on every replica.
 """
 
 # mypy: disable-error-code="import-untyped"
@@ -29,6 +33,9 @@ from typing import Any
 
 from sidemesh.api.config import MeshConfig
 from sidemesh.security.authn import Authenticator, LocalTokenAuthenticator
+from sidemesh.security.ca import CertificateAuthority
+from sidemesh.security.rootcert import PublishedRoot
+from sidemesh.security.rotator import RootRotator
 from sidemesh.security.store import CaStore, DirectoryCaStore, load_or_create_ca
 from sidemesh.xds.server import ControlPlaneConfig, ControlPlaneServer, Registry
 
@@ -132,11 +139,18 @@ async def _run(
     except BaseException as exc:  # reported to the starting thread, which fails the process
         started(exc)
         return
-    tasks: list[asyncio.Task[None]] = []
+    published = PublishedRoot(ca.root_pem())
+
+    def follow_ca(renewed: CertificateAuthority) -> None:
+        server.use_ca(renewed)
+        published.update(renewed.root_pem())
+
+    rotator = RootRotator(store, ca=ca, on_change=follow_ca)
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(rotator.run())]
     if settings.kube:
         from sidemesh.security.rootcert import publish_root_cert
 
-        tasks.append(asyncio.create_task(publish_root_cert(clients[0], ca.root_pem())))
+        tasks.append(asyncio.create_task(publish_root_cert(clients[0], published)))
     started(server)
     try:
         await stop_event.wait()

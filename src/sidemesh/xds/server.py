@@ -15,9 +15,9 @@ with `ca` from `security.store.load_or_create_ca`, `authenticator` a
 host), and `registry` a `registry_kube.KubeRegistry` or `registry_files.FileRegistry`.
 The serving certificate for :15012 is issued by the same CA for `istiod[-REV].istio-system.svc`
 (and the other names Istio uses) plus `spiffe://<td>/ns/istio-system/sa/istiod`, and renewed at
-half its lifetime. TLS on :15012 ends in `tls_front.TlsFront` (a client certificate is optional
-and verified when given, which grpcio's credentials cannot express); the gRPC server behind it
-listens on loopback only.
+half its lifetime, or at once when `use_ca` swaps in a CA whose root was renewed. TLS on
+:15012 ends in `tls_front.TlsFront` (a client certificate is optional and verified when given,
+which grpcio's credentials cannot express); the gRPC server behind it listens on loopback only.
 """
 
 # mypy: disable-error-code="import-untyped"
@@ -119,6 +119,23 @@ class ControlPlaneServer:
         self.ports: dict[str, int] = {}
         self._serving_context: ssl.SSLContext | None = None
         self._serving_renew_at: datetime.datetime | None = None
+        if ca is not None:
+            self.ca_metrics.root_expiry = ca.root.not_valid_after_utc
+
+    def use_ca(self, ca: CertificateAuthority) -> None:
+        """Sign and trust with `ca` from now on (its root was renewed): new CSRs get chains
+        ending in its root, and the next TLS handshake on :15012 gets a serving certificate it
+        signed and verifies client certificates against all of its trusted roots."""
+        if self.ca is not None and ca.trust_domain != self.ca.trust_domain:
+            raise ValueError(
+                f"the trust domain cannot change from {self.ca.trust_domain} to {ca.trust_domain}"
+            )
+        self.ca = ca
+        if self.certificates is not None:
+            self.certificates.ca = ca
+        self.ca_metrics.root_expiry = ca.root.not_valid_after_utc
+        self._serving_context = None  # rebuilt from the new CA at the next connection
+        self._serving_renew_at = None
 
     def set_snapshot(self, snapshot: MeshSnapshot) -> None:
         self.ads.set_snapshot(snapshot)
@@ -201,7 +218,8 @@ class ControlPlaneServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.set_alpn_protocols(["h2"])
-        # Ask for a client certificate; verify it against the mesh root if one is sent.
+        # Ask for a client certificate; verify it against every trusted root if one is sent
+        # (during a root rotation: the old root and the new one).
         context.verify_mode = ssl.CERT_OPTIONAL
         context.load_verify_locations(cadata=self.ca.root_pem())
         with tempfile.TemporaryDirectory(prefix="sidemesh-serving-") as directory:
