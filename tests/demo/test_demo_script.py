@@ -104,6 +104,19 @@ def test_rollout_done_truth_table(
     assert script.rollout_done(state(*pods), "demo", revision=revision) is done
 
 
+def test_rollout_status_says_what_holds_a_rollout_up() -> None:
+    seen = script.rollout_status(
+        state(pod("a", revision="r2"), pod("b", revision="r2", ready=False),
+              pod("c", terminating=True)),
+        "demo",
+        now=61.0,
+    )  # fmt: skip
+    assert seen.startswith("3 pods, 2 wanted: ")
+    assert "a 2/2 Running sidecar=r2" in seen
+    assert "b 0/2 Running sidecar=r2" in seen
+    assert "c 1/1 terminating for 60 s sidecar=None" in seen
+
+
 def test_ready_column_and_sidecar_revision() -> None:
     injected = pod("a", revision="asm-173-3")
     assert script.ready_column(injected) == "2/2"

@@ -83,6 +83,7 @@ class Demo(Session):
         self.wait_for(
             "the demo pods ready without a sidecar",
             lambda s: script.rollout_done(s, script.NAMESPACE, revision=None),
+            lambda s: script.rollout_status(s, script.NAMESPACE, time.time()),
         )
         self.run(same_command("get", "pods", "-n", script.NAMESPACE))
         outcome.facts["pods"] = script.pod_summary(script.live_pods(self.state(), "demo"))
@@ -96,6 +97,7 @@ class Demo(Session):
         self.wait_for(
             f"every demo pod 2/2 with the {revision} sidecar",
             lambda s: script.rollout_done(s, script.NAMESPACE, revision=revision),
+            lambda s: script.rollout_status(s, script.NAMESPACE, time.time()),
         )
         return time.monotonic() - started
 

@@ -148,6 +148,18 @@ def rollout_done(state: State, namespace: str, *, revision: str | None) -> bool:
     return True
 
 
+def rollout_status(state: State, namespace: str, now: float) -> str:
+    """What `rollout_done` sees, in a line: for a report when the wait for it gives up."""
+    pods = sorted((p for p in state.pods.values() if p.namespace == namespace),
+                  key=lambda p: p.name)  # fmt: skip
+    shown = []
+    for pod in pods:
+        where = f"terminating for {now - pod.deletion_requested:.0f} s" if (
+            pod.deletion_requested is not None) else pod.phase  # fmt: skip
+        shown.append(f"{pod.name} {ready_column(pod)} {where} sidecar={sidecar_revision(pod)}")
+    return f"{len(pods)} pods, {expected_pods(state, namespace)} wanted: " + "; ".join(shown)
+
+
 def control_plane_pods(state: State, revision: str) -> list[PodRecord]:
     return [
         p

@@ -96,16 +96,25 @@ class Session:
     def state(self) -> State:
         return self.store.read()
 
-    def wait_for(self, what: str, done: Callable[[State], bool]) -> float:
-        """Seconds until `done(state)` held; StepFailed after the bounded wait."""
+    def wait_for(
+        self,
+        what: str,
+        done: Callable[[State], bool],
+        explain: Callable[[State], str] | None = None,
+    ) -> float:
+        """Seconds until `done(state)` held; StepFailed after the bounded wait, saying what
+        `explain(state)` saw then."""
         started = time.monotonic()
         deadline = started + self.settings.wait_seconds
         while True:
             if self.store.exists() and done(self.state()):
                 return time.monotonic() - started
             if time.monotonic() >= deadline:
+                seen = ""
+                if explain is not None and self.store.exists():
+                    seen = f" (seen: {explain(self.state())})"
                 raise StepFailed(
-                    f"gave up after {self.settings.wait_seconds:.0f} s waiting: {what}"
+                    f"gave up after {self.settings.wait_seconds:.0f} s waiting: {what}{seen}"
                 )
             time.sleep(POLL_SECONDS)
 
