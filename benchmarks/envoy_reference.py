@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -26,8 +25,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
 from webhook_server import free_port, write_self_signed
 
+from proc_support import cpu_seconds
 from sidemesh.agent.envoy import find_envoy_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,11 +123,6 @@ def _process(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
             process.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def load(port: int, *, rate: float, duration: float, warmup: float, connections: int) -> Any:
     argv = [sys.executable, str(APP), "load", "--host", LOCALHOST, "--port", str(port),
             "--rate", str(rate), "--duration", str(duration), "--warmup", str(warmup),
@@ -135,6 +132,7 @@ def load(port: int, *, rate: float, duration: float, warmup: float, connections:
 
 
 def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank value at `fraction` (0..1) of `values`."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 

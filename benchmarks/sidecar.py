@@ -66,11 +66,6 @@ DIRECT_PORT = 8081
 _AGENT_READY = re.compile(r"sidecar ready ([0-9.]+)s after agent start")
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 def sidecar_pids(pod: Pod) -> dict[str, int]:
     """The sidecar's processes: the agent and its Envoy."""
     assert pod.agent is not None
@@ -115,12 +110,12 @@ def measure_starts(kit: MeshKit, pod: Pod, count: int) -> dict[str, Any]:
     return {
         "start_to_ready_s": {
             "median": round(statistics.median(spawn_to_ready), 3),
-            "p90": round(percentile(spawn_to_ready, 0.9), 3),
+            "p90": round(envoy_reference.percentile(spawn_to_ready, 0.9), 3),
             "samples": [round(s, 3) for s in spawn_to_ready],
         },
         "agent_reported_ready_s": {
             "median": round(statistics.median(reported), 3),
-            "p90": round(percentile(reported, 0.9), 3),
+            "p90": round(envoy_reference.percentile(reported, 0.9), 3),
         },
     }
 
@@ -143,9 +138,9 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "requests": len(latencies),
         "failures": sum(one["failures"] for one in runs),
         "late_dispatches": sum(one["late_dispatches"] for one in runs),
-        "p50_ms": round(percentile(latencies, 0.50), 3),
-        "p90_ms": round(percentile(latencies, 0.90), 3),
-        "p99_ms": round(percentile(latencies, 0.99), 3),
+        "p50_ms": round(envoy_reference.percentile(latencies, 0.50), 3),
+        "p90_ms": round(envoy_reference.percentile(latencies, 0.90), 3),
+        "p99_ms": round(envoy_reference.percentile(latencies, 0.99), 3),
     }
 
 

@@ -30,9 +30,11 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from webhook_server import run_load, start_floor, start_webhook
 
+from proc_support import cpu_seconds
 from sidemesh.inject.engine import Injector
 from sidemesh.webhook.admission import review
 
@@ -117,12 +119,6 @@ def in_process(env_vars: int, rounds: int) -> dict[str, float]:
         ),
     }
     return {k: round(v, 1) for k, v in figures.items()}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far, from /proc (robust to other load on the box)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def over_https(duration: float, rounds: int) -> dict[str, Any]:

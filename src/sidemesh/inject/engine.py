@@ -76,7 +76,7 @@ class Injector:
     def __init__(self, settings: InjectorSettings | None = None, *, memo_size: int = 256) -> None:
         self.settings = settings or InjectorSettings()
         self.templates = TemplateSet(self.settings.config.templates)
-        self._outcomes: Memo[Outcome] = Memo(memo_size)
+        self._outcomes: Memo[bytes, Outcome] = Memo(memo_size)
 
     @property
     def revision(self) -> str:

@@ -9,19 +9,31 @@ dictionary lookup. Pods that do not encode (never the case for admission JSON) a
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Any, Generic, TypeVar
 
 import orjson
 
+K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class Memo(Generic[V]):
-    def __init__(self, size: int) -> None:
+class Memo(Generic[K, V]):
+    """LRU by entry count and, with `max_weight`, by the summed weight of what `put` was told."""
+
+    def __init__(self, size: int, *, max_weight: int | None = None) -> None:
         self.size = size
-        self._items: OrderedDict[bytes, V] = OrderedDict()
+        self.max_weight = max_weight
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._weight = 0
         self.hits = 0
         self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
 
     @staticmethod
     def key(*parts: Any) -> bytes | None:
@@ -30,20 +42,28 @@ class Memo(Generic[V]):
         except TypeError:
             return None
 
-    def get(self, key: bytes | None) -> V | None:
+    def get(self, key: K | None) -> V | None:
         if key is None or not self.size:
             return None
-        value = self._items.get(key)
-        if value is None:
+        entry = self._items.get(key)
+        if entry is None:
             self.misses += 1
             return None
         self._items.move_to_end(key)
         self.hits += 1
-        return value
+        return entry[0]
 
-    def put(self, key: bytes | None, value: V) -> None:
+    def put(self, key: K | None, value: V, *, weight: int = 0) -> None:
         if key is None or not self.size:
             return
-        self._items[key] = value
-        if len(self._items) > self.size:
-            self._items.popitem(last=False)
+        previous = self._items.pop(key, None)
+        if previous is not None:
+            self._weight -= previous[1]
+        self._items[key] = (value, weight)
+        self._weight += weight
+        while self._items and (
+            len(self._items) > self.size
+            or (self.max_weight is not None and self._weight > self.max_weight)
+        ):
+            _, (_, evicted) = self._items.popitem(last=False)
+            self._weight -= evicted

@@ -24,12 +24,12 @@ one admitter: a webhook that swaps its engine must start a new memo.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
 import orjson
 
+from sidemesh.inject.memo import Memo
 from sidemesh.webhook.admission import ResultKind, ReviewResult
 
 Route = tuple[str | None, str | None]  # (cluster_id, network) from the request path
@@ -52,7 +52,6 @@ class _Answer:
     tail: bytes  # response body after the uid
     kind: ResultKind
     code: str
-    size: int  # bytes held for this entry (key + answer)
 
 
 class ReplayMemo:
@@ -65,70 +64,61 @@ class ReplayMemo:
         max_bytes: int = MAX_BYTES,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
         self.max_body_bytes = max_body_bytes
-        self._answers: OrderedDict[tuple[Route, bytes], _Answer] = OrderedDict()
-        self._held = 0
-        self.hits = 0
-        self.misses = 0
+        self._answers: Memo[tuple[Route, bytes], _Answer] = Memo(max_entries, max_weight=max_bytes)
 
     def __len__(self) -> int:
         return len(self._answers)
 
+    @property
+    def hits(self) -> int:
+        return self._answers.hits
+
+    @property
+    def misses(self) -> int:
+        return self._answers.misses
+
     def lookup(self, body: bytes, route: Route) -> ReviewResult | None:
         """The answer to `body` if an equal body (but for its uid) was answered before."""
-        if not self.max_entries or len(body) > self.max_body_bytes:
+        if not self._answers.size or len(body) > self.max_body_bytes:
             return None  # never remembered, so not worth copying and hashing
         cut = _cut_uid(body)
         if cut is None:
-            self.misses += 1
+            self._answers.misses += 1
             return None
-        key, uid = (route, cut[0]), cut[1]
-        answer = self._answers.get(key)
+        stripped, uid, _ = cut
+        answer = self._answers.get((route, stripped))
         if answer is None:
-            self.misses += 1
             return None
-        self._answers.move_to_end(key)
-        self.hits += 1
         return ReviewResult(200, answer.head + uid + answer.tail, answer.kind, answer.code)
 
     def remember(self, body: bytes, route: Route, result: ReviewResult) -> None:
         """Keep `result` (the answer `review()` gave to `body`) if it can be replayed soundly."""
-        if not self.max_entries or result.status != 200 or result.error is not None:
+        if not self._answers.size or result.status != 200 or result.error is not None:
             return
         if len(body) > self.max_body_bytes:
             return
         cut = _cut_uid(body)
         if cut is None:
             return
-        stripped, uid = cut
-        if not _slot_is_request_uid(body, uid):
+        stripped, uid, start = cut
+        key = (route, stripped)
+        if key in self._answers or not _slot_is_request_uid(body, start, len(uid)):
             return
         at = result.body.find(_RESPONSE_UID)
         if at < 0:
             return
-        start = at + len(_RESPONSE_UID)
-        end = start + len(uid)
-        if result.body[start:end] != uid or result.body[end : end + 1] != b'"':
+        head_end = at + len(_RESPONSE_UID)
+        tail_start = head_end + len(uid)
+        if result.body[head_end:tail_start] != uid or result.body[tail_start:][:1] != b'"':
             return
-        size = len(stripped) + len(result.body)
-        key = (route, stripped)
-        if key in self._answers:
-            return
-        self._answers[key] = _Answer(
-            result.body[:start], result.body[end:], result.kind, result.code, size
-        )
-        self._held += size
-        while self._answers and (
-            len(self._answers) > self.max_entries or self._held > self.max_bytes
-        ):
-            _, evicted = self._answers.popitem(last=False)
-            self._held -= evicted.size
+        answer = _Answer(result.body[:head_end], result.body[tail_start:], result.kind, result.code)
+        self._answers.put(key, answer, weight=len(stripped) + len(result.body))
 
 
-def _cut_uid(body: bytes) -> tuple[bytes, bytes] | None:
-    """(body without the value of its first `"uid":"…"`, that value), if it is a plain uid.
+def _cut_uid(body: bytes) -> tuple[bytes, bytes, int] | None:
+    """(body without the value of its first `"uid":"…"`, that value, where it started), if the
+    value is a plain uid.
 
     The slot stays marked by the empty string left behind, so bodies whose first uid sits in
     different places never share a key."""
@@ -142,13 +132,13 @@ def _cut_uid(body: bytes) -> tuple[bytes, bytes] | None:
     uid = body[start:end]
     if _UID.fullmatch(uid) is None:
         return None
-    return body[:start] + body[end:], uid
+    return body[:start] + body[end:], uid, start
 
 
-def _slot_is_request_uid(body: bytes, uid: bytes) -> bool:
-    """Whether the first `"uid":"…"` of `body` is `request.uid` (decoded with a sentinel)."""
-    start = body.find(_UID_KEY) + len(_UID_KEY)
-    probe = body[:start] + _SENTINEL.encode() + body[start + len(uid) :]
+def _slot_is_request_uid(body: bytes, start: int, length: int) -> bool:
+    """Whether the value at body[start:start+length] is `request.uid` (decoded with a sentinel
+    in its place)."""
+    probe = body[:start] + _SENTINEL.encode() + body[start + length :]
     try:
         document = orjson.loads(probe)
     except orjson.JSONDecodeError:
