@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -123,9 +124,17 @@ def discovery(
         # cluster); the duties then run on their own thread, retrying while the API is away.
         from sidemesh.kube.duties import DutySettings, start_cluster_duties
         from sidemesh.kube.metrics import KUBE_METRICS
+        from sidemesh.kube.webhook_certs import CertPolicy, parse_custom_hosts
 
+        # Istio's ISTIOD_CUSTOM_HOST: more names for the webhook's serving certificate.
+        custom_hosts = parse_custom_hosts(os.environ.get("ISTIOD_CUSTOM_HOST", ""))
         start_cluster_duties(
-            DutySettings(revision=revision, cert_file=tls_cert_file, key_file=tls_key_file)
+            DutySettings(
+                revision=revision,
+                cert_file=tls_cert_file,
+                key_file=tls_key_file,
+                policy=CertPolicy(custom_hosts=custom_hosts),
+            )
         )
         extra_metrics = (KUBE_METRICS.render,)
     if kube or registry_files or ca_dir is not None:

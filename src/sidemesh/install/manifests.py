@@ -54,6 +54,7 @@ def injector_webhook(
         service_name=names.service_name(revision),
         timeout_seconds=values.sidecar_injector_webhook.timeout_seconds,
         reinvocation_policy=values.sidecar_injector_webhook.reinvocation_policy,
+        url=values.istiod_remote.injection_url,
     )
     labels = {**naming.install_labels(revision), "app": "sidecar-injector"}
     configuration = webhook_configuration(

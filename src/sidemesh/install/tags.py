@@ -65,6 +65,7 @@ def settings_of(configuration: Mapping[str, Any], service_name: str) -> WebhookS
         reinvocation_policy="IfNeeded" if reinvocation == "IfNeeded" else "Never",
         failure_policy="Ignore" if failure == "Ignore" else "Fail",
         ca_bundle=client_config.get("caBundle") if isinstance(client_config, Mapping) else None,
+        url=str(client_config.get("url") or "") if isinstance(client_config, Mapping) else "",
     )
 
 

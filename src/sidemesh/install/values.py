@@ -60,6 +60,15 @@ class PilotValues(_Values):
     )
 
 
+class IstiodRemoteValues(_Values):
+    """Istio's `istiodRemote`: here only `injectionURL`, for a webhook the API server reaches by
+    URL instead of through the Service (a control plane outside the cluster, or the test tier's
+    API server on loopback). Its serving certificate must name the URL's host: run discovery
+    with ISTIOD_CUSTOM_HOST set to it."""
+
+    injection_url: str = Field("", alias="injectionURL", pattern=r"^(https://[^\s]+)?$")
+
+
 class PodDisruptionBudgetValues(_Values):
     enabled: bool = True
 
@@ -86,6 +95,9 @@ class InstallValues(InjectorValues):
         default_factory=InstallWebhookValues, alias="sidecarInjectorWebhook"
     )
     pilot: PilotValues = Field(default_factory=PilotValues)
+    istiod_remote: IstiodRemoteValues = Field(
+        default_factory=IstiodRemoteValues, alias="istiodRemote"
+    )
     mesh_config: MeshConfig = Field(default_factory=MeshConfig, alias="meshConfig")
 
     def injector_values(self, revision: str) -> InjectorValues:

@@ -40,17 +40,22 @@ class WebhookSettings:
     failure_policy: Literal["Fail", "Ignore"] = "Fail"
     ca_bundle: str | None = None  # base64 PEM; the control plane fills it in
     namespace: str = naming.NAMESPACE
+    url: str = ""  # istiodRemote.injectionURL: reached by URL instead of the Service
 
 
 def webhook_item(entry: WebhookEntry, settings: WebhookSettings) -> dict[str, Any]:
-    client_config: dict[str, Any] = {
-        "service": {
-            "name": settings.service_name,
-            "namespace": settings.namespace,
-            "path": naming.WEBHOOK_PATH,
-            "port": naming.WEBHOOK_SERVICE_PORT,
+    client_config: dict[str, Any] = (
+        {"url": settings.url}
+        if settings.url
+        else {
+            "service": {
+                "name": settings.service_name,
+                "namespace": settings.namespace,
+                "path": naming.WEBHOOK_PATH,
+                "port": naming.WEBHOOK_SERVICE_PORT,
+            }
         }
-    }
+    )
     if settings.ca_bundle:
         client_config["caBundle"] = settings.ca_bundle
     return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import ipaddress
 from dataclasses import dataclass
 from typing import Final
 
@@ -44,9 +45,25 @@ class CertPolicy:
     # Renew this long before expiry: replicas reload within seconds, so a renewal that is
     # delayed by an API outage still has weeks of headroom.
     renew_before: datetime.timedelta = datetime.timedelta(days=30)
+    # More names the serving certificate carries (Istio's ISTIOD_CUSTOM_HOST): for a webhook
+    # the API server reaches by `url:` (istiodRemote.injectionURL). An IP address becomes an
+    # IP SAN.
+    custom_hosts: tuple[str, ...] = ()
 
 
 DEFAULT_POLICY = CertPolicy()
+
+
+def parse_custom_hosts(value: str) -> tuple[str, ...]:
+    """ISTIOD_CUSTOM_HOST: host names or addresses separated by commas."""
+    return tuple(dict.fromkeys(h.strip() for h in value.split(",") if h.strip()))
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 @dataclass(frozen=True)
@@ -124,11 +141,11 @@ def issue_serving(
     signer = serialization.load_pem_private_key(ca_key, password=None)
     assert isinstance(signer, ec.EllipticCurvePrivateKey)
     key = certificates.generate_key()
-    hosts = dns_names(revision)
+    hosts = [*dns_names(revision), *policy.custom_hosts]
     cert = certificates.signed_leaf(
         key.public_key(),
         subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]),
-        names=[x509.DNSName(h) for h in hosts],
+        names=[_general_name(h) for h in dict.fromkeys(hosts)],
         profile=SERVING_PROFILE,
         issuer=issuer,
         issuer_key=signer,
@@ -164,10 +181,11 @@ def renewal_reason(
         return "the serving certificate is not signed by the webhook CA"
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        hosts = set(san.get_values_for_type(x509.DNSName))
+        named = set(san)
     except x509.ExtensionNotFound:
-        hosts = set()
-    missing = set(dns_names(revision)) - hosts
+        named = set()
+    wanted = [*dns_names(revision), *policy.custom_hosts]
+    missing = [h for h in dict.fromkeys(wanted) if _general_name(h) not in named]
     if missing:
         return f"the serving certificate does not name {', '.join(sorted(missing))}"
     if cert.not_valid_after_utc - now < policy.renew_before:
