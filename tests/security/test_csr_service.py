@@ -46,11 +46,11 @@ class Harness:
             response_deserializer=protocol.CertificateResponse.FromString,
         )
 
-    async def ask(self, csr: str, token: str | None) -> object:
+    async def ask(self, csr: str, token: str | None, validity: int = 3600) -> object:
         metadata = [("authorization", f"Bearer {token}")] if token is not None else []
         metadata.append(("clusterid", "Kubernetes"))
         return await self.call(
-            protocol.CertificateRequest(csr=csr, validity_duration=3600), metadata=metadata
+            protocol.CertificateRequest(csr=csr, validity_duration=validity), metadata=metadata
         )
 
 
@@ -88,7 +88,7 @@ async def test_refuses_a_csr_for_another_identity(harness: Harness) -> None:
         make_csr(other),
         harness.web_token,
         grpc.StatusCode.PERMISSION_DENIED,
-        f"{other} but the caller is {WEB_URI}",
+        f"{other!r} but the caller is {WEB_URI}",
     )
     assert harness.service.metrics.refused == {"identity": 1}
 
@@ -111,3 +111,34 @@ async def test_refuses_missing_unknown_forged_and_expired_tokens(harness: Harnes
     assert harness.service.metrics.refused == {"no_token": 1, "authentication": 3}
     assert harness.service.metrics.signed == 0
     assert "citadel_server_csr_count 4" in harness.service.metrics.render()
+
+
+async def test_a_huge_requested_validity_is_capped_not_an_error(harness: Harness) -> None:
+    response = await harness.ask(make_csr(WEB_URI), harness.web_token, validity=2**63 - 1)
+    leaf = x509.load_pem_x509_certificate(response.cert_chain[0].encode())  # type: ignore[attr-defined]
+    assert leaf.not_valid_after_utc - NOW == harness.ca.max_ttl
+
+
+@pytest.mark.parametrize(
+    "claimed",
+    [
+        "spiffe://cluster.local/ns/shop/sa/payments\nINFO signed a certificate for admin",
+        "spiffe://cluster.local/ns/x/sa/" + "a" * 200_000,
+    ],
+    ids=["newline", "200k"],
+)
+async def test_what_a_csr_claims_is_escaped_and_bounded(
+    harness: Harness, claimed: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level("WARNING", logger="sidemesh"),
+        pytest.raises(aio.AioRpcError) as refused,
+    ):
+        await harness.ask(make_csr(claimed), harness.web_token)
+    details = refused.value.details() or ""
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "\n" not in details and len(details) < 500
+    assert claimed[:40] in details  # still says what was asked for
+    logged = [r.getMessage() for r in caplog.records if "CSR refused" in r.getMessage()]
+    assert len(logged) == 1
+    assert "\n" not in logged[0] and len(logged[0]) < 600

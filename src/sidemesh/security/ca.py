@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sidemesh.api.text import untrusted_list
 from sidemesh.security import certificates
 from sidemesh.security.certificates import SigningKey as SigningKey
 from sidemesh.security.certificates import generate_key as generate_key
@@ -266,8 +267,10 @@ def check_csr_identity(csr: x509.CertificateSigningRequest, identity: SpiffeId) 
         raise CsrError("the CSR carries no identity (expected a URI SAN)")
     others = sorted({r for r in requested if r != identity.uri})
     if others:
+        # What a CSR claims is the caller's text: quoted, escaped and bounded before it reaches
+        # a log line or the answer.
         raise PermissionError(
-            f"the CSR asks for {', '.join(others)} but the caller is {identity.uri}"
+            f"the CSR asks for {untrusted_list(others)} but the caller is {identity.uri}"
         )
 
 

@@ -93,11 +93,11 @@ class CertificateService:
                                f"authentication failed: {exc}")  # fmt: skip
             raise  # unreachable: abort raises
         identity = SpiffeId(self.ca.trust_domain, caller.namespace, caller.service_account)
-        ttl = (
-            datetime.timedelta(seconds=request.validity_duration)
-            if request.validity_duration > 0
-            else None
-        )
+        # The requested validity is the caller's number (an int64): capped at the CA's maximum
+        # before it becomes a timedelta, which overflows long before 2**63 seconds.
+        max_seconds = int(self.ca.max_ttl.total_seconds())
+        requested = request.validity_duration
+        ttl = datetime.timedelta(seconds=min(requested, max_seconds)) if requested > 0 else None
         try:
             chain = self.ca.sign_csr(request.csr, identity=identity, now=self.clock(), ttl=ttl)
         except CsrError as exc:
