@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2
 
 
 @dataclass
@@ -126,26 +127,25 @@ async def tcp_server() -> AsyncIterator[int]:
         server.close()
 
 
-def _service_of(request: bytes) -> str:
-    # HealthCheckRequest{string service = 1}: tag 0x0a, one-byte length (short names only).
-    return request[2 : 2 + request[1]].decode() if request[:1] == b"\x0a" else ""
-
-
 @contextlib.asynccontextmanager
 async def grpc_health_server(statuses: dict[str, int], *, delay: float = 0.0) -> AsyncIterator[int]:
     """grpc.health.v1.Health/Check answering statuses[service] (NOT_FOUND when missing)."""
 
-    async def check(request: bytes, context: Any) -> bytes:
+    async def check(
+        request: health_pb2.HealthCheckRequest, context: Any
+    ) -> health_pb2.HealthCheckResponse:
         if delay:
             await asyncio.sleep(delay)
-        service = _service_of(request)
-        if service not in statuses:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {service!r}")
-        status = statuses[service]
-        return b"\x08" + bytes([status]) if status else b""
+        if request.service not in statuses:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=statuses[request.service])
 
     server = grpc.aio.server()
-    handler: Callable[..., Any] = grpc.unary_unary_rpc_method_handler(check)
+    handler: Callable[..., Any] = grpc.unary_unary_rpc_method_handler(
+        check,
+        request_deserializer=health_pb2.HealthCheckRequest.FromString,
+        response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+    )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": handler}),)
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from golden_files import update_golden, updating
 from sidemesh.agent.bootstrap import build_bootstrap, node_id, render_bootstrap
 from sidemesh.agent.config import AgentFlags, load_settings
 from sidemesh.agent.envoy import find_envoy_binary
@@ -74,8 +74,8 @@ def _validate(tmp_path: Path, settings: AgentSettings) -> None:
 
 def test_bootstrap_matches_golden(tmp_path: Path) -> None:
     rendered = render_bootstrap(_settings(tmp_path))
-    if os.environ.get("SIDEMESH_UPDATE_GOLDEN"):
-        GOLDEN.write_bytes(rendered)
+    if updating():
+        update_golden(GOLDEN, rendered)
     assert orjson.loads(rendered) == orjson.loads(GOLDEN.read_bytes())
 
 
@@ -141,6 +141,29 @@ def test_control_plane_by_dns_name_is_verified_by_that_name(tmp_path: Path) -> N
     assert validation["validation_context_sds_secret_config"]["name"] == "ROOTCA"
     client_cert = tls["common_tls_context"]["tls_certificate_sds_secret_configs"]
     assert [secret["name"] for secret in client_cert] == ["default"]
+
+
+def _seconds(duration: str) -> float:
+    assert duration.endswith("s"), duration
+    return float(duration[:-1])
+
+
+def test_a_lost_control_plane_is_redialled_within_two_seconds(tmp_path: Path) -> None:
+    """Envoy's default back-off grows to 30 s: a restarted control plane waited that long."""
+    ads = build_bootstrap(_settings(tmp_path))["dynamic_resources"]["ads_config"]
+    (service,) = ads["grpc_services"]
+    assert service["envoy_grpc"]["cluster_name"] == "xds-grpc"
+    back_off = service["envoy_grpc"]["retry_policy"]["retry_back_off"]
+    assert 0 < _seconds(back_off["base_interval"]) < _seconds(back_off["max_interval"]) <= 2
+
+
+def test_a_vanished_control_plane_is_noticed_by_http2_pings(tmp_path: Path) -> None:
+    xds = _cluster(build_bootstrap(_settings(tmp_path)), "xds-grpc")
+    options = xds["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    keepalive = options["explicit_http_config"]["http2_protocol_options"]["connection_keepalive"]
+    assert _seconds(keepalive["interval"]) + _seconds(keepalive["timeout"]) <= 60
 
 
 def test_control_plane_by_ip_is_verified_as_an_ip_san(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The Envoy supervisor with stand-in processes: restarts, output, stop, drain, death signal."""
+"""The Envoy supervisor with stand-in processes: unexpected exits, output, stop, drain, death
+signal."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ from local_servers import HttpBehaviour, http_server
 from sidemesh.agent.config import AgentFlags, load_settings
 from sidemesh.agent.envoy import (
     DRAIN_PATH,
+    EnvoyExitedError,
     EnvoyNotFoundError,
     EnvoySupervisor,
     envoy_command,
     find_envoy_binary,
 )
-from sidemesh.agent.metrics import AgentMetrics
 
 PY = sys.executable
 
@@ -61,28 +62,16 @@ def test_find_envoy_binary(tmp_path: Path) -> None:
         find_envoy_binary(tmp_path / "missing")
 
 
-async def test_unexpected_exits_are_restarted_with_backoff(
+async def test_an_unexpected_exit_ends_supervision_with_an_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    metrics = AgentMetrics()
-    supervisor = EnvoySupervisor(
-        [PY, "-c", "print('pretend envoy'); raise SystemExit(3)"],
-        metrics=metrics,
-        initial_backoff=0.05,
-        max_backoff=0.1,
-    )
-    with caplog.at_level(logging.INFO):
-        task = asyncio.create_task(supervisor.run())
-        for _ in range(200):
-            if metrics.envoy_restarts >= 3:
-                break
-            await asyncio.sleep(0.05)
-        await supervisor.stop()
-        await asyncio.wait_for(task, timeout=5)
-    assert metrics.envoy_restarts >= 3
+    """No quiet restart: the agent exits and the kubelet restarts (and counts) the container."""
+    supervisor = EnvoySupervisor([PY, "-c", "print('pretend envoy'); raise SystemExit(3)"])
+    with caplog.at_level(logging.INFO), pytest.raises(EnvoyExitedError, match=r"\(code 3\)"):
+        await asyncio.wait_for(supervisor.run(), timeout=30)
     messages = [record.getMessage() for record in caplog.records]
     assert any(m.startswith("envoy[") and m.endswith("pretend envoy") for m in messages)
-    assert any("exited unexpectedly (code 3)" in m for m in messages)
+    assert supervisor.pid is None
 
 
 async def test_stop_terminates_then_kills() -> None:
@@ -90,7 +79,7 @@ async def test_stop_terminates_then_kills() -> None:
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
         "print('up', flush=True); time.sleep(60)"
     )
-    supervisor = EnvoySupervisor([PY, "-c", stubborn], metrics=AgentMetrics())
+    supervisor = EnvoySupervisor([PY, "-c", stubborn])
     task = asyncio.create_task(supervisor.run())
     for _ in range(100):
         if supervisor.pid is not None:
@@ -109,7 +98,7 @@ async def test_stop_terminates_then_kills() -> None:
 
 async def test_drain_posts_to_admin_and_waits() -> None:
     admin = HttpBehaviour(body=b"OK\n")
-    supervisor = EnvoySupervisor([PY, "-c", "import time; time.sleep(60)"], metrics=AgentMetrics())
+    supervisor = EnvoySupervisor([PY, "-c", "import time; time.sleep(60)"])
     task = asyncio.create_task(supervisor.run())
     try:
         for _ in range(100):
@@ -132,11 +121,9 @@ def test_envoy_dies_with_a_killed_agent(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import asyncio
         from sidemesh.agent.envoy import EnvoySupervisor
-        from sidemesh.agent.metrics import AgentMetrics
 
         async def main():
-            supervisor = EnvoySupervisor(
-                [{PY!r}, "-c", "import time; time.sleep(120)"], metrics=AgentMetrics())
+            supervisor = EnvoySupervisor([{PY!r}, "-c", "import time; time.sleep(120)"])
             task = asyncio.create_task(supervisor.run())
             while supervisor.pid is None:
                 await asyncio.sleep(0.05)

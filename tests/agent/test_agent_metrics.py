@@ -14,13 +14,12 @@ APP_NO_NEWLINE = "# TYPE app_up gauge\napp_up 1"
 
 
 def test_agent_metrics_render() -> None:
-    metrics = AgentMetrics(cert_renewals=2, envoy_restarts=1, cert_expiry_timestamp=1100.0)
+    metrics = AgentMetrics(cert_renewals=2, cert_expiry_timestamp=1100.0)
     metrics.record_probe('/app-health/we"b/readyz', success=True)
     metrics.record_probe('/app-health/we"b/readyz', success=False)
     body = metrics.render(now=1000.0)
     assert_valid_text_format(body)
     assert "sidemesh_agent_cert_renewals_total 2\n" in body
-    assert "sidemesh_agent_envoy_restarts_total 1\n" in body
     assert "istio_agent_cert_expiry_seconds 100.000\n" in body
     assert 'path="/app-health/we\\"b/readyz",result="failure"} 1' in body
 

@@ -133,7 +133,7 @@ async def test_metrics_still_served_when_sources_fail() -> None:
     status, body, _ = await call(app, "/stats/prometheus")
     assert status == 200
     assert_valid_text_format(body)
-    assert "sidemesh_agent_envoy_restarts_total" in body
+    assert "sidemesh_agent_cert_renewals_total" in body
 
 
 async def test_status_server_over_tcp() -> None:

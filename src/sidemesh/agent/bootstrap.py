@@ -4,7 +4,11 @@ What Envoy starts with, everything else arrives over xDS:
 
 * `node`: Istio's sidecar node id `sidecar~IP~POD.NS~NS.svc.cluster.local` and metadata (the
   ISTIO_META_* env plus what the control plane needs to know about the workload).
-* ADS: LDS and CDS from the `xds-grpc` cluster, the control plane. Over TLS Envoy presents the
+* ADS: LDS and CDS from the `xds-grpc` cluster, the control plane. The stream is re-dialled
+  after a jittered back-off of at most 2 s (Envoy's default grows to 30 s, so a control plane
+  that was down for a while got its sidecars back only up to 30 s after it was ready again),
+  and HTTP/2 pings notice a control plane that vanished without closing the connection (a lost
+  node) within 40 s instead of TCP keepalive's 5 minutes. Over TLS Envoy presents the
   workload certificate (SDS `default`), trusts only the mesh root (SDS `ROOTCA`), and requires
   the control plane's certificate to name the host Envoy dialled: the DNS name of the Service
   (`istiod.istio-system.svc`, or `istiod-<rev>…`), exactly what istiod's serving certificate
@@ -34,6 +38,14 @@ AGENT_CLUSTER: Final = "agent"
 PROMETHEUS_CLUSTER: Final = "prometheus_stats"
 WORKLOAD_SECRET: Final = "default"
 ROOT_SECRET: Final = "ROOTCA"
+
+# Re-dialling the control plane: jittered, between 0 and an interval that doubles from the base
+# up to the maximum. The maximum bounds how long after a restarted control plane is ready a
+# sidecar may still wait; while it is down each sidecar tries about once a second on average.
+XDS_RETRY_BASE_INTERVAL: Final = "0.25s"
+XDS_RETRY_MAX_INTERVAL: Final = "2s"
+XDS_PING_INTERVAL: Final = "30s"
+XDS_PING_TIMEOUT: Final = "10s"
 
 _TYPE_PREFIX: Final = "type.googleapis.com/"
 _HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -96,11 +108,11 @@ def _load_assignment(name: str, address: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _http2_options() -> dict[str, Any]:
+def _http2_options(http2: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         _HTTP_PROTOCOL_OPTIONS: {
             "@type": _TYPE_PREFIX + _HTTP_PROTOCOL_OPTIONS,
-            "explicit_http_config": {"http2_protocol_options": {}},
+            "explicit_http_config": {"http2_protocol_options": http2 or {}},
         }
     }
 
@@ -165,7 +177,14 @@ def _xds_cluster(settings: AgentSettings) -> dict[str, Any]:
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": _load_assignment(XDS_CLUSTER, _socket_address(host, port)),
-        "typed_extension_protocol_options": _http2_options(),
+        "typed_extension_protocol_options": _http2_options(
+            {
+                "connection_keepalive": {
+                    "interval": XDS_PING_INTERVAL,
+                    "timeout": XDS_PING_TIMEOUT,
+                }
+            }
+        ),
         "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 300}},
     }
     if not parsing.is_ip_address(host):
@@ -267,7 +286,19 @@ def build_bootstrap(settings: AgentSettings) -> dict[str, Any]:
                 "api_type": "DELTA_GRPC" if settings.control_plane.delta else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": XDS_CLUSTER,
+                            "retry_policy": {
+                                "retry_back_off": {
+                                    "base_interval": XDS_RETRY_BASE_INTERVAL,
+                                    "max_interval": XDS_RETRY_MAX_INTERVAL,
+                                }
+                            },
+                        }
+                    }
+                ],
             },
             "cds_config": dict(ads),
             "lds_config": dict(ads),

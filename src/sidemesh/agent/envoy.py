@@ -1,9 +1,11 @@
-"""Runs Envoy and keeps it running; drains and stops it when the pod is going away.
+"""Runs Envoy for the life of the agent; drains and stops it when the pod is going away.
 
 * Envoy's output goes to the agent's log, each line prefixed `envoy[pid]:`.
-* An unexpected exit is followed by a restart after an exponential backoff (0.5 s doubling,
-  capped at 15 s, reset once Envoy has stayed up for a minute). Envoy is the data plane: while
-  the pod lives the agent keeps trying rather than exiting.
+* An unexpected exit of Envoy ends the agent too (exit code 1), as Istio's pilot-agent does
+  (istio/istio#17460): the kubelet then restarts the `istio-proxy` container, so a crashing
+  proxy shows where users look — the pod's RESTARTS column and restart count, its events, the
+  readiness it loses at once, CrashLoopBackOff when it keeps crashing — and Kubernetes owns the
+  back-off. Restarting Envoy quietly inside the container would hide all of that.
 * Envoy gets SIGKILL from the kernel if the agent dies without stopping it (PR_SET_PDEATHSIG),
   so an agent killed with SIGKILL leaves no orphaned Envoy behind.
 * Drain (SIGTERM to the agent or /quitquitquit): POST the admin's
@@ -22,14 +24,11 @@ import logging
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
 from sidemesh.agent import http
-from sidemesh.agent.metrics import AgentMetrics
-from sidemesh.agent.rotation import sleep_unless
 from sidemesh.agent.settings import AgentSettings
 
 log = logging.getLogger("sidemesh.agent.envoy")
@@ -41,6 +40,10 @@ _PR_SET_PDEATHSIG: Final = 1
 
 class EnvoyNotFoundError(FileNotFoundError):
     pass
+
+
+class EnvoyExitedError(RuntimeError):
+    """Envoy exited while the agent was not stopping it."""
 
 
 def find_envoy_binary(override: Path | None = None) -> Path:
@@ -99,20 +102,8 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 
 class EnvoySupervisor:
-    def __init__(
-        self,
-        command: Sequence[str],
-        *,
-        metrics: AgentMetrics,
-        initial_backoff: float = 0.5,
-        max_backoff: float = 15.0,
-        stable_after: float = 60.0,
-    ) -> None:
+    def __init__(self, command: Sequence[str]) -> None:
         self._command = list(command)
-        self._metrics = metrics
-        self._initial_backoff = initial_backoff
-        self._max_backoff = max_backoff
-        self._stable_after = stable_after
         self._stopping = asyncio.Event()
         self._process: asyncio.subprocess.Process | None = None
         self._exited = asyncio.Event()
@@ -148,26 +139,21 @@ class EnvoySupervisor:
             self._exited.set()
 
     async def run(self) -> None:
-        """Run Envoy until `stop()`, restarting it whenever it exits on its own."""
-        backoff = self._initial_backoff
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            code = await self._run_once()
-            if self._stopping.is_set():
-                log.info("Envoy exited with %s", code)
-                return
-            if time.monotonic() - started > self._stable_after:
-                backoff = self._initial_backoff
-            self._metrics.envoy_restarts += 1
-            log.error("Envoy exited unexpectedly (code %s); restarting in %.1fs", code, backoff)
-            if await sleep_unless(self._stopping, backoff):
-                return
-            backoff = min(backoff * 2, self._max_backoff)
+        """Run Envoy until `stop()` or `drain()`; EnvoyExitedError if it exits on its own."""
+        if self._stopping.is_set():
+            return
+        code = await self._run_once()
+        if self._stopping.is_set():
+            log.info("Envoy exited with %s", code)
+            return
+        raise EnvoyExitedError(
+            f"Envoy exited unexpectedly (code {code}); exiting so that the container is restarted"
+        )
 
     async def drain(self, *, admin: tuple[str, int], duration: float) -> None:
         """Stop inbound listeners gracefully and give in-flight requests `duration` to finish.
 
-        From here on an exit is not restarted: Envoy itself exits once its own drain time
+        From here on an exit is expected: Envoy itself exits once its own drain time
         (--drain-time-s) is over, which may come first.
         """
         self._stopping.set()

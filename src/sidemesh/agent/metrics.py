@@ -72,7 +72,6 @@ class AgentMetrics:
 
     cert_renewals: int = 0
     cert_renewal_failures: int = 0
-    envoy_restarts: int = 0
     cert_expiry_timestamp: float | None = None
     probe_results: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -87,9 +86,6 @@ class AgentMetrics:
             "# HELP sidemesh_agent_cert_renewal_failures_total Failed certificate requests.",
             "# TYPE sidemesh_agent_cert_renewal_failures_total counter",
             f"sidemesh_agent_cert_renewal_failures_total {self.cert_renewal_failures}",
-            "# HELP sidemesh_agent_envoy_restarts_total Envoy restarts after an unexpected exit.",
-            "# TYPE sidemesh_agent_envoy_restarts_total counter",
-            f"sidemesh_agent_envoy_restarts_total {self.envoy_restarts}",
             "# HELP sidemesh_agent_app_probe_results_total App probes run, by path and result.",
             "# TYPE sidemesh_agent_app_probe_results_total counter",
         ]

@@ -3,8 +3,7 @@
 * HTTP(S): GET with the probe's headers; 2xx and 3xx succeed (redirects are not followed).
   HTTPS does not verify the certificate, exactly like the kubelet.
 * TCP: the connection opens.
-* gRPC: `grpc.health.v1.Health/Check` answers SERVING. The two tiny messages are encoded by
-  hand (one string field out, one enum field back) rather than depending on grpcio-health.
+* gRPC: `grpc.health.v1.Health/Check` (grpcio-health-checking's stub) answers SERVING.
 
 Each probe is bounded by its own `timeoutSeconds` (default 1 s). The target is the probe's
 `host` if it set one, else the pod IP (where the kubelet would have sent it), configurable
@@ -31,14 +30,13 @@ from dataclasses import dataclass
 from typing import Final
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
+from grpc_health.v1 import health_pb2  # type: ignore[import-untyped, unused-ignore]
+from grpc_health.v1.health_pb2_grpc import HealthStub  # type: ignore[import-untyped, unused-ignore]
 
 from sidemesh.agent import http
 from sidemesh.agent.metrics import AgentMetrics
 from sidemesh.agent.probes import AppProbe, GrpcProbe, HttpProbe, TcpProbe
-from sidemesh.api.protowire import read_varint, varint
 
-HEALTH_CHECK_METHOD: Final = "/grpc.health.v1.Health/Check"
-SERVING: Final = 1
 _PROBE_BODY_LIMIT: Final = 10 * 1024  # the kubelet reads no more than this either
 _PROBE_USER_AGENT: Final = "kube-probe/sidemesh"
 PROBE_SOURCE_IPV4: Final = "127.0.0.6"
@@ -49,34 +47,6 @@ PROBE_SOURCE_IPV6: Final = "::6"
 class ProbeResult:
     success: bool
     detail: str
-
-
-def encode_health_request(service: str) -> bytes:
-    """HealthCheckRequest{string service = 1}; proto3 omits the empty string."""
-    encoded = service.encode("utf-8")
-    return b"\x0a" + varint(len(encoded)) + encoded if encoded else b""
-
-
-def decode_health_status(data: bytes) -> int:
-    """HealthCheckResponse.status (field 1, enum); 0 (UNKNOWN) when absent."""
-    status, position = 0, 0
-    while position < len(data):
-        tag, position = read_varint(data, position)
-        field, wire_type = tag >> 3, tag & 7
-        if wire_type == 0:
-            value, position = read_varint(data, position)
-            if field == 1:
-                status = value
-        elif wire_type == 2:
-            length, position = read_varint(data, position)
-            position += length
-        elif wire_type in (1, 5):
-            position += 8 if wire_type == 1 else 4
-        else:
-            raise ValueError(f"unsupported wire type {wire_type}")
-    if position > len(data):
-        raise ValueError("truncated message")
-    return status
 
 
 def _insecure_tls() -> ssl.SSLContext:
@@ -156,16 +126,15 @@ async def _probe_tcp(
 async def _probe_grpc(action: GrpcProbe, host: str, timeout: float) -> ProbeResult:
     target = _target(host, action.port)
     async with grpc.aio.insecure_channel(target) as channel:
-        check = channel.unary_unary(HEALTH_CHECK_METHOD)  # raw bytes in and out
+        request = health_pb2.HealthCheckRequest(service=action.service)
         try:
-            reply = await check(encode_health_request(action.service), timeout=timeout)
+            reply = await HealthStub(channel).Check(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             return ProbeResult(False, f"{target}: {exc.code().name}: {exc.details()}")
-    try:
-        status = decode_health_status(reply)
-    except ValueError as exc:
-        return ProbeResult(False, f"{target}: malformed HealthCheckResponse: {exc}")
-    return ProbeResult(status == SERVING, f"grpc health status {status}")
+    status: int = reply.status
+    names = health_pb2.HealthCheckResponse.ServingStatus
+    name = names.Name(status) if status in names.values() else str(status)
+    return ProbeResult(status == health_pb2.HealthCheckResponse.SERVING, f"grpc health {name}")
 
 
 async def run_probe(probe: AppProbe, *, default_host: str) -> ProbeResult:

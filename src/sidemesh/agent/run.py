@@ -4,6 +4,7 @@ Startup order: the status server binds first (so probes get a reasoned 503 rathe
 refused connection while the rest starts), then the workload certificate, then SDS on its Unix
 socket, then Envoy with its bootstrap. `/healthz/ready` turns 200 once Envoy is live with its
 first listeners and clusters. SIGTERM, SIGINT or `POST /quitquitquit` drain Envoy and exit 0.
+If Envoy exits on its own the agent exits 1, for the kubelet to restart the container.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sidemesh.agent import http
 from sidemesh.agent.bootstrap import loopback, render_bootstrap
 from sidemesh.agent.ca_client import CaClient
 from sidemesh.agent.envoy import (
+    EnvoyExitedError,
     EnvoyNotFoundError,
     EnvoySupervisor,
     envoy_command,
@@ -79,6 +81,10 @@ class _Tasks:
         async def guarded() -> None:
             try:
                 await work
+            except EnvoyExitedError as exc:
+                log.error("%s", exc)
+                self.failed = True
+                self._stop.set()
             except Exception:
                 log.exception("%s failed; stopping the agent", name)
                 self.failed = True
@@ -147,7 +153,7 @@ async def run_agent(settings: AgentSettings) -> int:
         certificates.subscribe(sds.publish)
         tasks.start(certificates.keep_renewed(stop), "certificate renewal")
         write_file_atomically(settings.paths.bootstrap, render_bootstrap(settings))
-        supervisor = EnvoySupervisor(envoy_command(settings, binary), metrics=metrics)
+        supervisor = EnvoySupervisor(envoy_command(settings, binary))
         tasks.start(supervisor.run(), "Envoy supervisor")
         tasks.start(_report_ready(app, stop, started), "readiness report")
         await stop.wait()

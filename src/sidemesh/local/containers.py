@@ -4,7 +4,9 @@ The process is `ip netns exec <pod netns> python -m sidemesh.local.launch <spec>
 becomes the container's command (same pid, its own session, so a signal reaches everything it
 started). Output goes to `logs/<container>/<restart>.log` in the pod's directory. Restarts
 follow the kubelet: the first at once, then after 10 s, 20 s, 40 s ... at most 300 s
-(`CrashLoopBackOff`), the back-off forgotten after 10 minutes of running.
+(`CrashLoopBackOff`), the back-off forgotten after 10 minutes of running. Each restart after a
+failure is a Warning event of the pod (`Restarting`, then the kubelet's `BackOff`) and counts in
+its RESTARTS.
 """
 
 from __future__ import annotations
@@ -321,6 +323,22 @@ class ContainerRunner:
         self.status.ready = False
         self.pod.changed()
 
+    def _report_failure(self, backoff: float) -> None:
+        """A failed container is about to be restarted: say so in the pod's events (a crashing
+        istio-proxy, say, whose agent exits when Envoy dies), as the kubelet's BackOff does."""
+        if backoff:
+            self.pod.event(
+                "Warning",
+                "BackOff",
+                f"Back-off restarting failed container {self.name} in pod {self.pod.facts.name}",
+            )
+        else:
+            self.pod.event(
+                "Warning",
+                "Restarting",
+                f"Container {self.name} exited with code {self.status.exit_code}, restarting it",
+            )
+
     def _note_restart(self) -> None:
         self.status.last_exit_code = self.status.exit_code
         self.status.last_finished_at = self.status.finished_at
@@ -346,6 +364,8 @@ class ContainerRunner:
                     return False
             if ran_for > BACKOFF_RESET_AFTER:
                 backoff = 0.0
+            if started and self.status.exit_code:
+                self._report_failure(backoff)
             if backoff:
                 if started:  # a configuration error keeps its own reason while retrying
                     self._waiting(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -15,6 +14,7 @@ from typing import Any
 from sidemesh.api import names
 from sidemesh.local import apiserver, supervisor
 from sidemesh.local.admission import AdmissionError, admit, apply_pod_defaults
+from sidemesh.local.attached import run_attached
 from sidemesh.local.controlplane import (
     ControlPlaneOptions,
     control_plane_objects,
@@ -277,7 +277,7 @@ class Runtime:
 
     def exec_in_pod(self, pod: PodRecord, container: str, argv: list[str]) -> int:
         """Run a command in a container (its namespaces, mounts, uid, env), attached to this
-        terminal; its exit status."""
+        terminal; its exit status. Stopping the client stops the command (`attached`)."""
         spec_path = self.paths.pod_dir(pod.uid) / "containers" / f"{container}.json"
         if not spec_path.exists() or not pod.netns:
             raise apiserver.ApiError(
@@ -293,7 +293,7 @@ class Runtime:
             "PYTHONPATH": source_root,
         }
         try:
-            return subprocess.call(
+            return run_attached(
                 [
                     "ip",
                     "netns",
