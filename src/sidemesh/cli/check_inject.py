@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sidemesh.cli.console import make_console
 from sidemesh.cli.install import cluster_options, run_against_cluster
 from sidemesh.cli.manifests import parse_labels, read_documents
 from sidemesh.inject.check import CheckResult, check_object
@@ -135,4 +135,4 @@ def _print(results: list[CheckResult], output: str) -> None:
             r.revision or "-",
             Text(reason),
         )
-    Console(width=160).print(table)
+    make_console().print(table)

@@ -1,37 +1,93 @@
-"""`sidemesh kube-inject`: manual sidecar injection of manifests."""
+"""`sidemesh kube-inject`: manual sidecar injection of manifests.
+
+The manifest is read, injected and written a document (and a List item) at a time, so memory
+stays flat however large the input; the output goes to a temporary file first and reaches
+stdout or `-o` only when every document succeeded."""
 
 from __future__ import annotations
 
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 import click
 
-from sidemesh.cli.manifests import ManifestError, describe, dump_documents, read_documents
+from sidemesh.api import manifests
+from sidemesh.cli.manifests import ManifestError
 from sidemesh.cli.options import build_injector, injector_options
-from sidemesh.inject.annotations import InvalidAnnotation
-from sidemesh.inject.engine import InjectionError, Injector
-from sidemesh.inject.manual import inject_object
-from sidemesh.inject.template import TemplateError
+from sidemesh.inject.engine import Injector
+from sidemesh.inject.manual import ManualInjectionError, inject_pieces
 
 
-def _inject_document(injector: Injector, document: Any, label: str, index: int) -> Any:
-    if (
-        isinstance(document, dict)
-        and document.get("kind") == "List"
-        and isinstance(document.get("items"), list)
-    ):
-        items = [_inject_document(injector, item, label, index) for item in document["items"]]
-        return {**document, "items": items}
-    try:
-        result = inject_object(injector, document)
-    except (InjectionError, InvalidAnnotation, TemplateError) as exc:
-        raise ManifestError(f"{label}: document {index} ({describe(document)}): {exc}") from exc
-    for warning in result.warnings:
-        click.echo(f"warning: {describe(document)}: {warning}", err=True)
-    if not result.injected and result.reason != "not a workload with a pod template":
-        click.echo(f"skipping injection of {describe(document)}: {result.reason}", err=True)
-    return result.obj
+class _Reporter:
+    """Warnings and skips to stderr, each once: a document read again whole (after
+    NotStreamable) repeats, in the same order, the lines it already gave."""
+
+    def __init__(self) -> None:
+        self.document = 1
+        self.given: dict[int, int] = {}  # document -> lines printed
+        self.muted = 0
+
+    def __call__(self, line: str) -> None:
+        if self.muted:
+            self.muted -= 1
+            return
+        self.given[self.document] = self.given.get(self.document, 0) + 1
+        click.echo(line, err=True)
+
+    def again(self, document: int) -> None:
+        self.document = document
+        self.muted = self.given.get(document, 0)
+
+
+@contextmanager
+def _seekable_input(source: str) -> Iterator[str]:
+    """A path to read (again, if a document must be re-read whole): stdin is copied to disk."""
+    if source != manifests.STDIN:
+        yield source
+        return
+    with tempfile.NamedTemporaryFile(prefix="kube-inject-stdin-") as copy:
+        stdin = sys.stdin.buffer
+        shutil.copyfileobj(stdin, copy)
+        copy.flush()
+        yield copy.name
+
+
+def inject_manifest(injector: Injector, source: str, spool: IO[bytes]) -> int:
+    """Write the injected manifest to `spool`; the number of documents. Raises ManifestError
+    (the CLI's) naming the file, the document and the line."""
+    label = manifests.label(source)
+    whole: set[int] = set()
+    skip_before = 0
+    started: dict[int, int] = {}  # document -> where its text begins in the spool
+    report = _Reporter()
+    with _seekable_input(source) as path:
+        while True:
+            try:
+                pieces = manifests.pieces(
+                    path, label=label, whole=frozenset(whole), skip_before=skip_before
+                )
+                injected = inject_pieces(
+                    injector, pieces, label, report, spool=tempfile.TemporaryFile
+                )
+                for index, text in injected:
+                    report.document = index  # a document's lines all come after its "---"
+                    started.setdefault(index, spool.tell())
+                    spool.write(text.encode("utf-8"))
+                return len(started)
+            except manifests.NotStreamable as exc:  # anchors across items: read it whole
+                whole.add(exc.index)
+                skip_before = exc.index
+                report.again(exc.index)
+                spool.seek(started.get(exc.index, spool.tell()))
+                spool.truncate()
+                started = {i: at for i, at in started.items() if i < exc.index}
+            except (manifests.ManifestError, ManualInjectionError) as exc:
+                raise ManifestError(str(exc)) from exc
 
 
 @click.command("kube-inject")
@@ -59,17 +115,16 @@ def kube_inject(
     Nothing is written unless every document succeeds.
     """
     injector = build_injector(revision, injector_config, mesh_config, values_file)
-    label = "<stdin>" if source == "-" else source
-    documents = read_documents(source)
-    injected = [
-        _inject_document(injector, document, label, index)
-        for index, document in enumerate(documents, start=1)
-    ]
-    text = dump_documents(injected)
-    if output is None:
-        click.echo(text, nl=False)
-    else:
+    with tempfile.TemporaryFile(prefix="kube-inject-") as spool:
+        if not inject_manifest(injector, source, spool):
+            raise ManifestError(f"{manifests.label(source)}: no objects passed to kube-inject")
+        spool.seek(0)
+        if output is None:
+            stdout = sys.stdout.buffer
+            shutil.copyfileobj(spool, stdout)
+            return
         try:
-            output.write_text(text, encoding="utf-8")
+            with output.open("wb") as written:
+                shutil.copyfileobj(spool, written)
         except OSError as exc:
             raise click.ClickException(f"{output}: cannot write: {exc.strerror or exc}") from exc

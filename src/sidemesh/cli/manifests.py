@@ -1,15 +1,18 @@
-"""Reading and writing multi-document YAML manifests for the CLI, with errors that name the
-file, the document and the line."""
+"""Manifests for the CLI: read by `api.manifests` (the one reader; errors name the file, the
+document and the line), written as PyYAML writes them."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import click
-import yaml
+
+from sidemesh.api import manifests
+from sidemesh.api.block_yaml import BlockWriter
+from sidemesh.inject.manual import describe
+
+__all__ = ["ManifestError", "describe", "dump_documents", "parse_labels", "read_documents"]
 
 
 class ManifestError(click.ClickException):
@@ -17,43 +20,22 @@ class ManifestError(click.ClickException):
 
 
 def read_documents(source: str) -> list[Any]:
-    """All YAML documents of a file (`-` for standard input), empty documents dropped."""
-    label = "<stdin>" if source == "-" else source
+    """All YAML documents of a file (`-` for standard input), empty documents dropped; none at
+    all is an error naming the command (`no objects passed to check-inject`)."""
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ManifestError(f"{label}: cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"{label}: not UTF-8 text: {exc.reason}") from exc
-    documents: list[Any] = []
-    try:
-        for document in yaml.load_all(text, Loader=yaml.CSafeLoader):
-            if document is not None:
-                documents.append(document)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{label}:{mark.line + 1}" if mark is not None else label
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError(
-            f"{where}: YAML document {len(documents) + 1} cannot be read: {problem}"
-        ) from exc
+        documents = list(manifests.documents(source))
+    except manifests.ManifestError as exc:
+        raise ManifestError(str(exc)) from exc
+    if not documents:
+        context = click.get_current_context(silent=True)
+        command = context.info_name if context is not None else "this command"
+        raise ManifestError(f"{manifests.label(source)}: no objects passed to {command}")
     return documents
 
 
 def dump_documents(documents: Iterable[Any]) -> str:
-    return "---\n".join(
-        yaml.dump(d, Dumper=yaml.CSafeDumper, sort_keys=False, default_flow_style=False)
-        for d in documents
-    )
-
-
-def describe(obj: Any) -> str:
-    if not isinstance(obj, dict):
-        return "(not an object)"
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    assert isinstance(metadata, dict)
-    name = metadata.get("name") or metadata.get("generateName") or "(unnamed)"
-    return f"{obj.get('kind', '?')}/{name}"
+    writer = BlockWriter()
+    return "---\n".join(writer.dump(d) for d in documents)
 
 
 def parse_labels(text: str) -> dict[str, str]:

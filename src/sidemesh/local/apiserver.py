@@ -193,6 +193,26 @@ def apply_objects(
     return result
 
 
+def refused_objects(
+    state: State, batches: Iterable[tuple[str, list[Any]]], *, now: float, default_namespace: str
+) -> list[str]:
+    """What applying every (source, documents) batch in order would refuse, each error naming
+    its file as kubectl does; worked out on a copy of the state, so nothing is stored."""
+    trial = copy.deepcopy(state)
+    refused: list[str] = []
+    for source, documents in batches:
+        result = apply_objects(trial, documents, now=now, default_namespace=default_namespace)
+        refused += [name_file(error, source) for error in result.errors]
+    return refused
+
+
+def name_file(error: str, source: str) -> str:
+    """kubectl's words for a refusal of an object from a file."""
+    if error.startswith("Error from server (NotFound)"):
+        return error.replace(": ", f': error when creating "{source}": ', 1)
+    return error
+
+
 def _apply_one(
     state: State, obj: dict[str, Any], now: float, default_namespace: str, result: ApplyResult
 ) -> None:

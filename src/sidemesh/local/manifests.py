@@ -1,12 +1,11 @@
-"""Reading manifests (`-f FILE|DIR|-`) and kubectl's resource words."""
+"""Manifests for `local apply|delete -f` (read by `api.manifests`, the one reader) and
+kubectl's resource words."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-import yaml
+from sidemesh.api import manifests
 
 # The words kubectl accepts for each kind the runtime knows.
 RESOURCE_WORDS = {
@@ -23,27 +22,19 @@ RESOURCE_WORDS = {
         "PeerAuthentication",
     ),
 }
-SUFFIXES = (".yaml", ".yml", ".json")
 
 
 class ManifestError(ValueError):
-    """A manifest cannot be read; the message names the file."""
+    """A manifest cannot be read; str() is kubectl's one line (`error: FILE:LINE: ...`)."""
 
 
-def load(names: tuple[str, ...]) -> list[tuple[str, list[Any]]]:
-    """(source, documents) for every file; a directory means its YAML/JSON files, `-` stdin."""
-    loaded = []
-    for name in names:
-        paths = [Path(name)]
-        if name != "-" and Path(name).is_dir():
-            paths = sorted(p for p in Path(name).iterdir() if p.suffix in SUFFIXES)
-        for path in paths:
-            try:
-                text = sys.stdin.read() if name == "-" else path.read_text(encoding="utf-8")
-                loaded.append((str(path), list(yaml.safe_load_all(text))))
-            except (OSError, yaml.YAMLError) as exc:
-                raise ManifestError(f"error: {path}: {exc}") from exc
-    return loaded
+def load(names: tuple[str, ...], *, verb: str) -> list[tuple[str, list[Any]]]:
+    """(source, documents) for every file, all read before any is returned; a directory
+    means its YAML/JSON files, `-` stdin. No object at all is an error, as in kubectl."""
+    try:
+        return manifests.read_all(names, verb=verb)
+    except manifests.ManifestError as exc:
+        raise ManifestError(f"error: {exc}") from exc
 
 
 def named_objects(documents: list[Any], namespace: str) -> list[tuple[str, str, str]]:
