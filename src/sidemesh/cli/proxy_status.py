@@ -1,72 +1,300 @@
 """`sidemesh proxy-status`: every connected sidecar and whether it has the latest config.
 
-Reads the control plane's `/debug/syncz` (monitoring port 15014) and prints Istio's columns:
+Reads each control plane's `/debug/syncz` (monitoring port 15014) and prints Istio's columns:
 per xDS type SYNCED (ACKed the latest), STALE (sent, not yet ACKed), NACK (rejected; the
 error is shown with --details) or NOT SENT.
+
+Where the control planes are, first match wins:
+
+* `--address HOST:PORT`: that monitoring server, directly;
+* `--kubeconfig`/`--context`: a cluster, reached through its API server like istioctl does
+  (every running istiod pod of `--revision` in `--istioNamespace`, via the pods/proxy
+  subresource: nothing needs to be routable from here but the API server);
+* a local mesh (`sidemesh local`) with a control plane: its istiod pods, from inside the
+  runtime's node network namespace (root), as any pod of the mesh would reach them;
+* a cluster from $KUBECONFIG, ~/.kube/config or the in-cluster service account;
+* else 127.0.0.1:15014, a `sidemesh discovery` run on this host.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
 
 import click
 import orjson
 
-TYPES = ("cds", "lds", "eds", "rds")
+from sidemesh.api import names
+from sidemesh.cli.install import cluster_options, run_against_cluster
+from sidemesh.xds.proxy_status import render_details, render_table
+
+SYNCZ_PATH: Final = "/debug/syncz"
+LOCAL_ADDRESS: Final = f"127.0.0.1:{names.PORT_MONITORING}"
+MONITORING_PORT_NAME: Final = "http-monitoring"  # the istiod container's port, Istio's name
+TIMEOUT_SECONDS: Final = 5.0
+
+Rows = list[dict[str, Any]]
 
 
-def fetch_status(address: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-    url = f"http://{address}/debug/syncz"
+class StatusUnavailable(Exception):
+    """No control plane could be read; the message says where we looked."""
+
+
+@dataclass(frozen=True)
+class ControlPlanePod:
+    """An istiod pod, as found in a cluster or the local runtime."""
+
+    name: str
+    namespace: str
+    ip: str
+    port: int
+
+
+# --- one monitoring server ------------------------------------------------------------------
+
+
+def fetch_status(address: str, timeout: float = TIMEOUT_SECONDS) -> Rows:
+    url = f"http://{address}{SYNCZ_PATH}"
     with urllib.request.urlopen(url, timeout=timeout) as response:
-        rows: list[dict[str, Any]] = orjson.loads(response.read())
-        return rows
+        return _rows(response.read())
 
 
-def render_table(rows: Sequence[dict[str, Any]]) -> str:
-    header = ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ISTIOD", "REVISION", "VERSION"]
-    table = [header]
-    for row in rows:
-        types = row.get("types", {})
-        table.append([
-            str(row.get("pod", row.get("proxy", ""))),
-            str(row.get("cluster_id", "Kubernetes")),
-            *(str(types.get(t, {}).get("status", "NOT SENT")) for t in TYPES),
-            str(row.get("control_plane", "")),
-            str(row.get("revision") or ""),
-            str(row.get("istio_version") or ""),
-        ])  # fmt: skip
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    return "\n".join(
-        "   ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in table
-    )
+def _rows(body: bytes) -> Rows:
+    rows = orjson.loads(body)
+    if not isinstance(rows, list):
+        raise ValueError(f"{SYNCZ_PATH} answered {type(rows).__name__}, not a list")
+    return rows
 
 
-def render_details(rows: Sequence[dict[str, Any]]) -> str:
-    lines = []
-    for row in rows:
-        for short, state in sorted(row.get("types", {}).items()):
-            if state.get("error"):
-                lines.append(f"{row.get('pod')} {short.upper()} NACK: {state['error']}")
-    return "\n".join(lines)
+def monitoring_port(pod: Mapping[str, Any]) -> int:
+    """The pod's container port named http-monitoring (the installed istiod declares it),
+    else 15014."""
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == MONITORING_PORT_NAME and port.get("containerPort"):
+                return int(port["containerPort"])
+    return names.PORT_MONITORING
+
+
+def running_control_planes(pods: Sequence[Mapping[str, Any]]) -> list[ControlPlanePod]:
+    """The pods that can answer: Running, with an address, not being deleted; by name."""
+    found = []
+    for pod in pods:
+        metadata, status = pod.get("metadata") or {}, pod.get("status") or {}
+        if status.get("phase") != "Running" or not status.get("podIP"):
+            continue
+        if metadata.get("deletionTimestamp"):
+            continue
+        found.append(
+            ControlPlanePod(
+                name=str(metadata["name"]),
+                namespace=str(metadata["namespace"]),
+                ip=str(status["podIP"]),
+                port=monitoring_port(pod),
+            )
+        )
+    return sorted(found, key=lambda p: p.name)
+
+
+def control_plane_selector(revision: str | None) -> dict[str, str]:
+    selector = {"app": "istiod"}
+    if revision:
+        selector[names.LABEL_REVISION] = revision
+    return selector
+
+
+def _gather(
+    planes: Sequence[ControlPlanePod],
+    read: Callable[[ControlPlanePod], Rows],
+    where: str,
+    revision: str | None,
+) -> Rows:
+    """Every plane's rows; fails only if none answered (a half answer beats none, said on
+    stderr)."""
+    if not planes:
+        which = f" of revision {revision}" if revision else ""
+        raise StatusUnavailable(f"no running istiod pod{which} in {where}")
+    rows: Rows = []
+    failures = []
+    for plane in planes:
+        try:
+            rows += read(plane)
+        except (OSError, ValueError, StatusUnavailable) as exc:
+            failures.append(f"{plane.namespace}/{plane.name}: {exc}")
+    if failures and len(failures) == len(planes):
+        raise StatusUnavailable("cannot read proxy status from " + "; ".join(failures))
+    for failure in failures:
+        click.echo(f"warning: cannot read proxy status from {failure}", err=True)
+    return rows
+
+
+# --- a cluster, through its API server --------------------------------------------------------
+
+
+def proxy_path(plane: ControlPlanePod) -> str:
+    """The API server's pods/proxy path to the plane's `/debug/syncz`."""
+    return f"/api/v1/namespaces/{plane.namespace}/pods/{plane.name}:{plane.port}/proxy{SYNCZ_PATH}"
+
+
+async def fetch_from_cluster(client: Any, *, namespace: str, revision: str | None) -> Rows:
+    """Rows of every running istiod pod (of `revision`) in `namespace`, through the API
+    server's pods/proxy subresource (`client` is a lightkube AsyncClient)."""
+    from lightkube.resources.core_v1 import Pod
+
+    from sidemesh.kube.client import as_dict
+
+    listed = [
+        as_dict(pod)
+        async for pod in client.list(
+            Pod, namespace=namespace, labels=control_plane_selector(revision)
+        )
+    ]
+    planes = running_control_planes(listed)
+    # lightkube has no call for a subresource's raw answer: use its configured connection.
+    http = client._client._client
+    answers: dict[str, Rows | Exception] = {}
+    for plane in planes:
+        try:
+            response = await http.get(proxy_path(plane))
+            if response.status_code != 200:
+                text = response.text.strip()[:300]
+                raise StatusUnavailable(f"the API server answered {response.status_code}: {text}")
+            answers[plane.name] = _rows(response.content)
+        except Exception as exc:  # reported per pod by _gather
+            answers[plane.name] = exc
+
+    def read(plane: ControlPlanePod) -> Rows:
+        answer = answers[plane.name]
+        if isinstance(answer, Exception):
+            raise StatusUnavailable(str(answer) or type(answer).__name__)
+        return answer
+
+    return _gather(planes, read, f"namespace {namespace}", revision)
+
+
+def cluster_configured(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether a kubeconfig (or an in-cluster service account) is there to be used."""
+    if environ.get("KUBECONFIG") or environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    return (Path.home() / ".kube" / "config").is_file()
+
+
+# --- the local runtime ------------------------------------------------------------------------
+
+
+def local_control_planes(
+    state_dir: Path, revision: str | None
+) -> tuple[str, list[ControlPlanePod]] | None:
+    """(the runtime's node network namespace, its running istiod pods), None when there is no
+    local mesh."""
+    from sidemesh.local.store import Store
+
+    store = Store(state_dir)
+    if not store.exists():
+        return None
+    state = store.read()
+    selector = control_plane_selector(revision)
+    planes = [
+        ControlPlanePod(pod.name, pod.namespace, pod.pod_ip, names.PORT_MONITORING)
+        for pod in state.pods.values()
+        if pod.namespace == names.CONTROL_PLANE_NAMESPACE
+        and not pod.terminating
+        and pod.pod_ip
+        and all(pod.labels.get(k) == v for k, v in selector.items())
+    ]
+    return state.network.node_netns, sorted(planes, key=lambda p: p.name)
+
+
+def fetch_in_netns(netns: str, plane: ControlPlanePod, timeout: float = TIMEOUT_SECONDS) -> Rows:
+    """`/debug/syncz` of a local istiod pod, asked from inside network namespace `netns`."""
+    from sidemesh.local.netns import connect_in_netns
+
+    with connect_in_netns(netns, plane.ip, plane.port, timeout) as sock:
+        return _rows(http_get(sock, SYNCZ_PATH))
+
+
+def http_get(sock: socket.socket, path: str) -> bytes:
+    """The body of a 200 answer to `GET path` over `sock` (HTTP/1.0: the server closes)."""
+    sock.sendall(f"GET {path} HTTP/1.0\r\nHost: istiod\r\n\r\n".encode())
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].decode("latin-1")
+    if status.split(" ")[1:2] != ["200"]:
+        raise StatusUnavailable(f"{path} answered {status!r}")
+    return body
+
+
+# --- the command --------------------------------------------------------------------------------
 
 
 @click.command("proxy-status")
 @click.option(
-    "--address", default="127.0.0.1:15014", show_default=True,
-    help="Control-plane monitoring address (host:port).",
+    "--address", default=None, metavar="HOST:PORT",
+    help="Read this control-plane monitoring address directly.",
+)  # fmt: skip
+@cluster_options
+@click.option("--revision", "-r", default=None, help="Only the control plane of this revision.")
+@click.option(
+    "--istioNamespace", "-i", "istio_namespace", default=names.CONTROL_PLANE_NAMESPACE,
+    show_default=True, help="The control plane's namespace in a cluster.",
+)  # fmt: skip
+@click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="The local runtime's state (default: $SIDEMESH_LOCAL_STATE, /run/sidemesh-local).",
 )  # fmt: skip
 @click.option("--details", is_flag=True, help="Also print the errors of NACKed responses.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
-def proxy_status(*, address: str, details: bool, as_json: bool) -> None:
+def proxy_status(
+    *,
+    address: str | None,
+    kubeconfig: Path | None,
+    context: str | None,
+    revision: str | None,
+    istio_namespace: str,
+    state_dir: Path | None,
+    details: bool,
+    as_json: bool,
+) -> None:
     """Show every connected sidecar: revision, control plane, and per-type sync state."""
     try:
-        rows = fetch_status(address)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot read proxy status from {address}: {exc}") from exc
+        rows = _read_rows(
+            address=address,
+            kubeconfig=kubeconfig,
+            context=context,
+            revision=revision,
+            istio_namespace=istio_namespace,
+            state_dir=state_dir,
+        )
+    except StatusUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    _show(rows, details=details, as_json=as_json)
+
+
+@click.command("proxy-status")
+@click.option("--revision", "-r", default=None, help="Only the control plane of this revision.")
+@click.option("--details", is_flag=True, help="Also print the errors of NACKed responses.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+@click.pass_context
+def local_proxy_status(
+    ctx: click.Context, *, revision: str | None, details: bool, as_json: bool
+) -> None:
+    """Show the sidecars connected to this runtime's control planes (istioctl proxy-status)."""
+    try:
+        rows = _read_local(ctx.obj.paths.root, revision)
+    except StatusUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    _show(rows, details=details, as_json=as_json)
+
+
+def _show(rows: Rows, *, details: bool, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
@@ -75,3 +303,59 @@ def proxy_status(*, address: str, details: bool, as_json: bool) -> None:
         text = render_details(rows)
         if text:
             click.echo(text)
+
+
+def _read_rows(
+    *,
+    address: str | None,
+    kubeconfig: Path | None,
+    context: str | None,
+    revision: str | None,
+    istio_namespace: str,
+    state_dir: Path | None,
+) -> Rows:
+    if address is not None:
+        return _read_address(address, revision)
+    if kubeconfig is None and context is None:
+        from sidemesh.local.paths import state_dir_from
+
+        # A local mesh with a control plane wins; one without wins only if nothing else is
+        # configured (then the answer is that it has no control plane).
+        local = local_control_planes(state_dir_from(state_dir), revision)
+        if local is not None and (local[1] or state_dir is not None or not cluster_configured()):
+            return _read_local_planes(*local, revision)
+        if state_dir is not None:
+            return _read_local(state_dir_from(state_dir), revision)  # says there is none
+        if not cluster_configured():
+            return _read_address(LOCAL_ADDRESS, revision)
+
+    async def work(client: Any) -> Rows:
+        return await fetch_from_cluster(client, namespace=istio_namespace, revision=revision)
+
+    rows: Rows = run_against_cluster(kubeconfig, context, work)
+    return rows
+
+
+def _read_local(state_dir: Path, revision: str | None) -> Rows:
+    local = local_control_planes(state_dir, revision)
+    if local is None:
+        raise StatusUnavailable(f"no local mesh at {state_dir} (nothing applied yet)")
+    return _read_local_planes(*local, revision)
+
+
+def _read_local_planes(netns: str, planes: list[ControlPlanePod], revision: str | None) -> Rows:
+    if planes and os.geteuid() != 0:
+        raise StatusUnavailable(
+            "the local mesh's control plane is reached from its network namespace: run as root"
+        )
+    return _gather(planes, lambda plane: fetch_in_netns(netns, plane), "the local mesh", revision)
+
+
+def _read_address(address: str, revision: str | None) -> Rows:
+    try:
+        rows = fetch_status(address)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise StatusUnavailable(f"cannot read proxy status from {address}: {exc}") from exc
+    if revision:
+        rows = [row for row in rows if row.get("revision") == revision]
+    return rows

@@ -24,6 +24,7 @@ from sidemesh.webhook.admission import Admitter, ResultKind, ReviewResult, revie
 from sidemesh.webhook.deadlines import BodyDeadlines
 from sidemesh.webhook.metrics import InjectionMetrics, OutcomeClass
 from sidemesh.webhook.replay import ReplayMemo
+from sidemesh.webhook.token_volume import TokenVolumeNeutral
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -62,6 +63,8 @@ class WebhookApp:
         replay: ReplayMemo | None = None,
     ) -> None:
         self._admitter = admitter
+        # Replicas differ in their token volume's random name; the engine sees one name.
+        self._neutral = TokenVolumeNeutral(admitter)
         # Repeats of a request but for its uid (a rollout's replicas) skip decoding entirely.
         self.replay = replay if replay is not None else ReplayMemo()
         self.metrics = metrics if metrics is not None else InjectionMetrics()
@@ -135,7 +138,7 @@ class WebhookApp:
         route = _path_params(scope["path"])
         result = self.replay.lookup(body, route)
         if result is None:
-            result = review(body, self._admitter, cluster_id=route[0], network=route[1])
+            result = review(body, self._neutral, cluster_id=route[0], network=route[1])
             self.replay.remember(body, route, result)
             _log_result(result)
         content_type = _JSON if result.status == 200 else _TEXT
