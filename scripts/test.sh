@@ -13,4 +13,5 @@ if [ -z "${KUBEBUILDER_ASSETS:-}" ] && [ -f ../shared/k8s/unpack.sh ]; then
 fi
 ruff check src tests benchmarks
 mypy
+lint-imports
 pytest "$@"

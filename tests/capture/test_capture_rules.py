@@ -1,24 +1,25 @@
 """Golden tests: each istio-iptables flag combination -> the exact rules `--dry-run` prints.
 
 The expected text lives in `golden/<case>.rules`, headed by the command line it came from.
-`SIDEMESH_UPDATE_GOLDEN=1 pytest tests/capture` rewrites the files; review the diff by eye.
+`SIDEMESH_UPDATE_GOLDEN=1 pytest tests/capture` rewrites the files (and fails); review the
+diff by eye.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from golden_files import update_golden, updating
 from sidemesh.capture import CaptureConfig, build_capture_rules, parse_capture_config
 from sidemesh.capture.restore import OUR_CHAINS, plan_transaction
 from sidemesh.cli.iptables import iptables
 
 GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("SIDEMESH_UPDATE_GOLDEN") == "1"
+UPDATE = updating()
 
 INJECTOR_DEFAULT = [
     "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
@@ -61,7 +62,7 @@ def test_dry_run_matches_golden(case: str) -> None:
     actual = f"# sidemesh iptables {shlex.join(argv)}".rstrip() + "\n" + dry_run(argv)
     path = GOLDEN / f"{case}.rules"
     if UPDATE:
-        path.write_text(actual)
+        update_golden(path, actual)
     assert actual == path.read_text()
 
 

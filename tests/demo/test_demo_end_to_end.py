@@ -34,7 +34,14 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def walk(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[StepOutcome], dict[int, State]]:
+def console() -> Console:
+    return Console(file=io.StringIO(), width=200)
+
+
+@pytest.fixture(scope="module")
+def walk(
+    tmp_path_factory: pytest.TempPathFactory, console: Console
+) -> tuple[list[StepOutcome], dict[int, State]]:
     state_dir = tmp_path_factory.mktemp("demo") / "state"
     states: dict[int, State] = {}
 
@@ -42,7 +49,6 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[StepOutcome], d
         if demo.store.exists():
             states[outcome.number] = demo.state()
 
-    console = Console(file=io.StringIO(), width=200)
     outcomes = run_demo(
         DemoSettings(state_dir=state_dir, manifest=MANIFEST, wait_seconds=120.0), console, observe
     )
@@ -54,6 +60,16 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[StepOutcome], d
 def test_every_step_succeeds(walk: tuple[list[StepOutcome], dict[int, State]]) -> None:
     outcomes, _ = walk
     assert [(o.number, o.ok, o.error) for o in outcomes] == [(n, True, "") for n in range(1, 7)]
+
+
+def test_it_ends_with_what_it_showed(
+    walk: tuple[list[StepOutcome], dict[int, State]], console: Console
+) -> None:
+    assert isinstance(console.file, io.StringIO)
+    _, _, summary = console.file.getvalue().rpartition("What this run showed")
+    checks = [line for line in summary.splitlines() if line.strip()][1:]
+    assert len(checks) == 7 and all(line.startswith("✓ ") for line in checks), summary
+    assert "the backend saw its caller as spiffe://cluster.local/ns/demo/" in summary
 
 
 def test_the_control_plane_pod_carries_its_revision(

@@ -174,3 +174,33 @@ def test_the_outside_client_and_the_strict_policy() -> None:
     policy = script.strict_policy("demo")
     assert policy["apiVersion"] == "security.istio.io/v1"
     assert policy["spec"] == {"mtls": {"mode": "STRICT"}}
+
+
+def test_the_summary_has_a_line_per_check_that_passed() -> None:
+    pods = [{"name": f"p{i}"} for i in range(4)]
+    facts: dict[int, dict[str, Any]] = {
+        1: {"pods": pods[:1]},
+        2: {"pods": pods},
+        3: {"pods": pods, "restart_to_ready_s": 12.4, "sidecar_rss_bytes": 60 * 2**20},
+        4: {
+            "caller": "spiffe://cluster.local/ns/demo/sa/frontend",
+            "plaintext_refusal": "ConnectionResetError: [Errno 104] reset",
+        },
+        5: {"pods": pods, "restart_to_ready_s": 9.6, "connected": {"old": 0, "new": 4}},
+        6: {"leftovers": []},
+    }
+    lines = script.proven(facts, first="old", second="new")
+    assert lines == [
+        "control plane old runs in istio-system, labelled app=istiod, istio.io/rev=old",
+        "without a label, the 4 demo pods ran alone (1/1)",
+        "istio.io/rev=old and a restart gave all 4 pods the old sidecar (2/2) in 12 s"
+        " (one sidecar: 60 MiB)",
+        "the backend saw its caller as spiffe://cluster.local/ns/demo/sa/frontend: mutual TLS",
+        "STRICT refused plaintext from outside the mesh (ConnectionResetError: [Errno 104] reset);"
+        " mesh traffic still flowed",
+        "upgrade: all 4 sidecars moved to new in 10 s; old served none, was stopped, and traffic"
+        " still flowed",
+        "cleaned up: no network namespace, process or state left behind",
+    ]
+    # a run kept running (--keep) has no clean-up step, and says nothing about it
+    assert len(script.proven({n: facts[n] for n in range(1, 6)}, first="old", second="new")) == 6

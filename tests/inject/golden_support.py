@@ -7,12 +7,12 @@ kube-inject output beside it, and optional per-case settings files.
     <case>.mesh.yaml        MeshConfig        (--mesh-config), when present
     <case>.config.yaml      injector config   (--injector-config), when present
 
-Set SIDEMESH_UPDATE_GOLDEN=1 to rewrite the .injected.yaml files, then review them by eye.
+Set SIDEMESH_UPDATE_GOLDEN=1 to rewrite the .injected.yaml files (the run then fails), then
+review them by eye.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,12 @@ from typing import Any
 import yaml
 from click.testing import CliRunner, Result
 
+from golden_files import updating
 from sidemesh.cli.kube_inject import kube_inject
 from sidemesh.inject.engine import Injector
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "inject"
-UPDATE = os.environ.get("SIDEMESH_UPDATE_GOLDEN") == "1"
+UPDATE = updating()
 
 _SETTINGS = (
     (".values.yaml", "--values", "values"),

@@ -15,13 +15,14 @@ import jsonpatch
 import pytest
 from golden_support import UPDATE, GoldenCase, golden_cases, load_documents, run_kube_inject
 
+from golden_files import update_golden
+
 CASES = golden_cases()
 
 
 def _check_text(case: GoldenCase, actual: str) -> None:
     if UPDATE:
-        case.expected.write_text(actual, encoding="utf-8")
-        return
+        update_golden(case.expected, actual)
     assert case.expected.exists(), f"no {case.expected.name}: run with SIDEMESH_UPDATE_GOLDEN=1"
     expected = case.expected.read_text(encoding="utf-8")
     if actual != expected:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from yaml_subset_support import OUTSIDE, check_same_as_reference
 
@@ -202,9 +202,14 @@ def test_damaged_documents(text: str) -> None:
 
 
 def test_generator_reaches_the_fast_path() -> None:
-    """Most ordinary documents must be read by the fast path, or the tests above prove little."""
+    """Most ordinary documents must be read by the fast path, or the tests above prove little.
+
+    A threshold on random draws flakes (seeds gave 91 to 124 of 150), so the draws are fixed:
+    seed 0 gives 121 of 150. A change to the generator that drops it below the threshold fails
+    every run, not one in four."""
     outcomes: list[Any] = []
 
+    @seed(0)
     @settings(max_examples=150, deadline=None, database=None)
     @given(documents())
     def collect(text: str) -> None:

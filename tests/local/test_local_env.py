@@ -13,10 +13,10 @@ from sidemesh.local.env import (
     expand,
     image_repository,
     is_sidemesh_image,
+    quantity,
     resolve_argv,
     resolve_env,
 )
-from sidemesh.local.quantity import QuantityError, parse_quantity
 
 FACTS = PodFacts(
     name="web-5c7cb75d85-g4htv",
@@ -221,9 +221,13 @@ def test_image_repository(image: str, repository: str, ours: bool) -> None:
     ],
 )
 def test_quantities(text: str, value: Fraction) -> None:
-    assert parse_quantity(text) == value
+    assert quantity(text) == value
 
 
-def test_bad_quantity() -> None:
-    with pytest.raises(QuantityError):
-        parse_quantity("12 cores")
+def test_a_bad_quantity_names_the_field_and_the_text() -> None:
+    container = {
+        "resources": {"limits": {"cpu": "12 cores"}},
+        "env": [{"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}],
+    }
+    with pytest.raises(EnvError, match=r"resourceFieldRef limits.cpu: .*cores"):
+        _env(container)

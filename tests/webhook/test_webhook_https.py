@@ -81,6 +81,13 @@ def wait_ready(process: subprocess.Popen[bytes], client: httpx.Client) -> None:
     pytest.fail("server not ready in time")
 
 
+def wait_for_log(log_file: Path, text: str) -> None:
+    deadline = time.monotonic() + ROTATION_TIMEOUT
+    while text not in log_file.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{text!r} never logged"
+        time.sleep(0.1)
+
+
 def test_serves_rotates_and_stops_cleanly(
     server: tuple[subprocess.Popen[bytes], int, Authority, Path],
 ) -> None:
@@ -100,9 +107,10 @@ def test_serves_rotates_and_stops_cleanly(
         assert isinstance(answer["response"]["allowed"], bool)
         original = connection_serial(first)
 
-        # A half-written certificate is ignored: the server keeps serving the old one.
+        # A half-written certificate is ignored: the server keeps serving the old one. Wait
+        # for the reloader to have looked at it (its warning), not for a guessed time.
         replace_file(cert_file, cert_file.read_bytes()[:100])
-        time.sleep(2.5)  # at least two reload ticks
+        wait_for_log(directory / "server.log", "not reloading TLS certificate")
         assert new_connection_serial(port, trust) == original
         assert client.get("/ready").status_code == 200
 

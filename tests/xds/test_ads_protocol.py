@@ -14,9 +14,10 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from grpc import aio
 from test_envoy_acks import mixed_snapshot
+from xds_testkit import eventually
 
 from sidemesh.xds import generate as gen
-from sidemesh.xds.ads import AdsServer
+from sidemesh.xds.ads import AdsServer, Connection
 from sidemesh.xds.model import Endpoint, PeerAuthentication
 
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
@@ -55,11 +56,6 @@ class Client:
         message = await asyncio.wait_for(asyncio.shield(self._read()), timeout)
         self._reading = None
         return message
-
-    async def nothing(self, wait: float = 0.3) -> bool:
-        """True if no response arrives within `wait` (a later receive() still gets it)."""
-        done, _ = await asyncio.wait({self._read()}, timeout=wait)
-        return not done
 
 
 @pytest.fixture
@@ -119,12 +115,36 @@ def _cluster(resource: Any) -> tuple[str, str]:
 
 
 async def wait_status(server: AdsServer, node_id: str, short: str, status: str) -> None:
-    for _ in range(100):
+    def reached() -> bool:
         rows = {r["proxy"]: r for r in server.status()}
-        if rows.get(node_id, {}).get("types", {}).get(short, {}).get("status") == status:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{node_id} {short} never {status}: {server.status()}")
+        return bool(rows.get(node_id, {}).get("types", {}).get(short, {}).get("status") == status)
+
+    await eventually(reached, timeout=30, every=0.01)
+
+
+def newest_connection(server: AdsServer, node_id: str) -> Connection:
+    found = [c for c in server.connections.values() if c.proxy and c.proxy.node_id == node_id]
+    assert found, f"{node_id} not connected"
+    return found[-1]
+
+
+async def settled(server: AdsServer, node_id: str) -> None:
+    """Wait until the proxy's stream has caught up with the current snapshot: every type it
+    subscribed to was compared with the current resources and any response was written (and
+    counted in `server.metrics.pushes`). "Nothing was sent" is then a counter that did not
+    move, not a response that failed to arrive within a guessed time."""
+
+    def caught_up() -> bool:
+        connection = newest_connection(server, node_id)
+        assert connection.proxy is not None
+        current = server.cache.resources_for(connection.proxy)
+        return (
+            not connection.wake.is_set()
+            and not connection.lock.locked()
+            and all(state.sent is current[t] for t, state in connection.types.items())
+        )
+
+    await eventually(caught_up, timeout=30, every=0.01)
 
 
 async def test_ack_nack_and_no_blind_resend(ads: tuple[AdsServer, aio.Channel]) -> None:
@@ -138,15 +158,21 @@ async def test_ack_nack_and_no_blind_resend(ads: tuple[AdsServer, aio.Channel]) 
     await client.send(request(gen.TYPE_CLUSTER, nonce=first.nonce, error="bad cluster"))
     await wait_status(server, WEB, "cds", "NACK")
     assert server.metrics.nacks == {"cds": 1}
+    assert server.metrics.pushes == {"cds": 1}
     # The same content again (a snapshot that changes nothing for CDS) is not resent.
     server.set_snapshot(replace(mixed_snapshot(), version=2))
-    assert await client.nothing()
-    # A real change is sent, and ACKing it clears the NACK.
+    await settled(server, WEB)
+    assert server.metrics.pushes == {"cds": 1}
+    # A real change is sent, and ACKing it clears the NACK. It is the next response on the
+    # stream, so nothing was resent before it either.
     server.set_snapshot(
         replace(mixed_snapshot(), version=3, services=mixed_snapshot().services[:2])
     )
     fixed = await client.receive()
     assert fixed.nonce != first.nonce and fixed.version_info != first.version_info
+    proxy = newest_connection(server, WEB).proxy
+    assert proxy is not None
+    assert fixed.version_info == server.cache.resources_for(proxy)[gen.TYPE_CLUSTER].version
     await client.send(request(gen.TYPE_CLUSTER, nonce=fixed.nonce, version=fixed.version_info))
     await wait_status(server, WEB, "cds", "SYNCED")
     client.call.cancel()
@@ -158,10 +184,12 @@ async def test_stale_nonce_is_ignored(ads: tuple[AdsServer, aio.Channel]) -> Non
     await client.send(request(gen.TYPE_CLUSTER, WEB))
     first = await client.receive()
     await client.send(request(gen.TYPE_CLUSTER, nonce="not-ours", error="ignored"))
-    assert await client.nothing()
-    assert server.metrics.nacks == {}
+    # Requests on a stream are handled in order: once the ACK behind it is seen, the stale
+    # NACK was handled too, and neither was answered.
     await client.send(request(gen.TYPE_CLUSTER, nonce=first.nonce, version=first.version_info))
     await wait_status(server, WEB, "cds", "SYNCED")
+    assert server.metrics.nacks == {}
+    assert server.metrics.pushes == {"cds": 1}
     client.call.cancel()
 
 
@@ -180,11 +208,14 @@ async def test_pushes_are_ordered_and_only_to_affected_proxies(
         version=2,
         peer_authentications=(*policies, PeerAuthentication("demo", "default", "STRICT")),
     )
+    before = dict(server.metrics.pushes)
     server.set_snapshot(snapshot)
     pushed = await web.receive()
     assert pushed.type_url == gen.TYPE_LISTENER
     await web.send(request(gen.TYPE_LISTENER, nonce=pushed.nonce, version=pushed.version_info))
-    assert await db.nothing()
+    await settled(server, DB)
+    await settled(server, WEB)
+    assert server.metrics.pushes == {**before, "lds": before["lds"] + 1}  # web's, not db's
     # An endpoint change goes to both, EDS only, and only the changed assignment.
     endpoints = dict(snapshot.endpoints)
     host = "db.data.svc.cluster.local"
@@ -234,9 +265,13 @@ async def test_delta_sends_changes_and_resumes_without_resending(
         next(iter(server.connections.values())).proxy if server.connections else _proxy()
     )[gen.TYPE_CLUSTER]
     resume.initial_resource_versions.update({n: r.version for n, r in current.resources.items()})
+    before, earlier = dict(server.metrics.pushes), set(server.connections)
     await again.send(resume)
-    assert await again.nothing()
-    await wait_status(server, WEB, "cds", "SYNCED")
+    # SYNCED without a response: the server recorded the proxy's versions as current.
+    await eventually(lambda: set(server.connections) - earlier, timeout=30, every=0.01)
+    await settled(server, WEB)
+    assert newest_connection(server, WEB).types[gen.TYPE_CLUSTER].status() == "SYNCED"
+    assert server.metrics.pushes == before
     again.call.cancel()
 
 

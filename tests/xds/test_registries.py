@@ -133,18 +133,19 @@ async def test_builder_debounces_a_burst_into_one_snapshot() -> None:
                 }
             )
         await eventually(lambda: published)
-        await asyncio.sleep(0.2)
-        assert len(published) == 1
         assert len(published[0].services) == 20
         assert "Service/a/s7" in published[0].changed
+        # The next change is the barrier: had the burst made a second snapshot, it would come
+        # before this one (or be merged into it).
         builder.delete("Service", "a", "s7")
-        await eventually(lambda: len(published) == 2)
+        await eventually(lambda: len(published[-1].services) == 19)
+        assert len(published) == 2
         assert published[1].changed == frozenset({"Service/a/s7"})
     finally:
         task.cancel()
 
 
-async def test_file_registry_reloads_changed_files(tmp_path: Path) -> None:
+async def test_file_registry_reloads_changed_files(tmp_path: Path, caplog: Any) -> None:
     path = write(tmp_path, "web.yaml", SERVICES)
     published: list[MeshSnapshot] = []
     registry = FileRegistry([tmp_path], debounce=0.01, poll=0.05)
@@ -153,9 +154,14 @@ async def test_file_registry_reloads_changed_files(tmp_path: Path) -> None:
         await eventually(lambda: published)
         path.write_text(SERVICES + "\n---\n" + SLICED)
         await eventually(lambda: "db.data.svc.cluster.local" in published[-1].services_by_host)
+        seen = len(published)
         path.write_text("a: [")  # a broken edit keeps the last good state
-        await asyncio.sleep(0.2)
+        await eventually(lambda: "registry files not reloaded" in caplog.text)
         assert "db.data.svc.cluster.local" in published[-1].services_by_host
+        # and publishes nothing: the next good edit is the next snapshot
+        path.write_text(SERVICES)
+        await eventually(lambda: "db.data.svc.cluster.local" not in published[-1].services_by_host)
+        assert len(published) == seen + 1
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -280,20 +286,41 @@ class _ClusterWithoutIstioCrds:
         yield None  # pragma: no cover
 
 
+class _RecordedSleeps:
+    """`asyncio` as registry_kube sees it, but its sleeps are recorded, and the long wait
+    before looking for a missing CRD again never ends."""
+
+    def __init__(self, endless: float) -> None:
+        self.endless = endless
+        self.seen: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    async def sleep(self, seconds: float) -> None:
+        self.seen.append(seconds)
+        if seconds == self.endless:
+            await asyncio.Event().wait()
+        await asyncio.sleep(seconds)
+
+
 async def test_kube_registry_works_without_the_peer_authentication_crd(
     monkeypatch: Any, caplog: Any
 ) -> None:
     import sidemesh.xds.registry_kube as registry_kube
 
     monkeypatch.setattr(registry_kube, "RETRY_SECONDS", 0.01)  # a failing watch relists fast
+    sleeps = _RecordedSleeps(endless=registry_kube.MISSING_KIND_RETRY_SECONDS)
+    monkeypatch.setattr(registry_kube, "asyncio", sleeps)
     client = _ClusterWithoutIstioCrds()
     published: list[MeshSnapshot] = []
     registry = KubeRegistry(client, mesh=MeshConfig(), debounce=0.02)
     task = asyncio.create_task(registry.run(published.append))
     try:
         await eventually(lambda: published and published[-1].services)
-        await asyncio.sleep(0.3)
         # Asked once, then left alone: a missing CRD is a fact, not an error to retry hard.
+        await eventually(lambda: sleeps.endless in sleeps.seen)
+        assert registry_kube.RETRY_SECONDS not in sleeps.seen
         assert client.peer_authentication_lists == 1
         assert not [r for r in caplog.records if r.levelname == "WARNING"]
         assert "db.data.svc.cluster.local" in {s.hostname for s in published[-1].services}

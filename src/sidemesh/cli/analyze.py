@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sidemesh.cli.console import make_console
 from sidemesh.cli.install import cluster_options, run_against_cluster
 
 # Like istioctl: findings at or above the threshold make the command exit 79.
@@ -59,7 +59,7 @@ def analyze(
             table.add_column(column, overflow="fold")
         for f in found:
             table.add_row(f.code.code, f.severity.value, f.object, Text(f.message), Text(f.fix))
-        Console(width=200).print(table)
+        make_console().print(table)
     if failure_threshold != "None":
         limit = Severity(failure_threshold).rank
         if any(f.severity.rank <= limit for f in found):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 
+from sidemesh.cli.console import make_console
 from sidemesh.cli.install import cluster_options, run_against_cluster
 
 
@@ -32,7 +32,7 @@ def list_(output: str, kubeconfig: Path | None, context: str | None) -> None:
     if output == "json":
         click.echo(orjson.dumps([r.as_dict() for r in rows], option=orjson.OPT_INDENT_2).decode())
         return
-    console = Console(width=200)
+    console = make_console()
     if not rows:
         click.echo("no namespace has sidecar injection enabled")
         return

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 import orjson
 import yaml
-from rich.console import Console
 from rich.table import Table
 
+from sidemesh.cli.console import make_console
 from sidemesh.cli.install import cluster_options, run_against_cluster
 
 
@@ -58,7 +58,7 @@ def list_(output: str, kubeconfig: Path | None, context: str | None) -> None:
         table.add_column(column)
     for t in tags:
         table.add_row(t.tag, t.revision, ",".join(t.namespaces))
-    Console(width=160).print(table)
+    make_console().print(table)
 
 
 @tag.command("remove")

@@ -19,12 +19,12 @@ from types import FrameType
 from typing import Any
 
 from rich.console import Console
+from rich.constrain import Constrain
 from rich.panel import Panel
 from rich.rule import Rule
 from rich.text import Text
 
 from sidemesh.api import names
-from sidemesh.cli.proxy_status import render_table
 from sidemesh.demo import script
 from sidemesh.demo.script import Command, same_command
 from sidemesh.demo.session import DemoSettings, Session, StepFailed
@@ -42,6 +42,7 @@ class StepOutcome:
 
 
 Observer = Callable[["Demo", StepOutcome], None]
+DECORATION_WIDTH = 80  # rules and panels; the text itself is never wrapped
 
 
 class Demo(Session):
@@ -57,7 +58,7 @@ class Demo(Session):
     # --- the steps --------------------------------------------------------------------------
 
     def step(self, number: int, title: str) -> StepOutcome:
-        self.console.print(Rule(f"[bold]Step {number}: {title}"))
+        self.console.print(Constrain(Rule(f"[bold]Step {number}: {title}"), DECORATION_WIDTH))
         return StepOutcome(number=number, title=title, ok=False)
 
     def step_control_plane(self) -> StepOutcome:
@@ -208,12 +209,7 @@ class Demo(Session):
                 )
             rows = self.syncz(revision)
             counts[revision] = script.connected_proxies(rows)
-            self.console.print(
-                Text(f"$ istioctl proxy-status --revision {revision}", style="bold cyan")
-            )
-            table = render_table(rows) if rows else "(no connected proxies)"
-            self.console.print(Text(table), soft_wrap=True)
-            self.console.print()
+            self.run(script.proxy_status_command(revision))
         outcome.facts["connected"] = counts
         if counts[old] != 0 or counts[new] != len(pods):
             raise StepFailed(f"connected sidecars per revision: {counts}")
@@ -256,13 +252,24 @@ class Demo(Session):
                 outcome = run_step()
             except StepFailed as exc:
                 outcome = StepOutcome(number, run_step.__name__, ok=False, error=str(exc))
-                self.console.print(Panel(str(exc), title=f"step {number} failed", style="red"))
+                panel = Panel(str(exc), title=f"step {number} failed", style="red")
+                self.console.print(Constrain(panel, DECORATION_WIDTH))
             self.outcomes.append(outcome)
             if self.observe is not None:
                 self.observe(self, outcome)
             if not outcome.ok:
                 break
+        if all(o.ok for o in self.outcomes):
+            self.summarize()
         return self.outcomes
+
+    def summarize(self) -> None:
+        """What the run proved, a line per check that passed."""
+        self.console.print(Constrain(Rule("[bold]What this run showed"), DECORATION_WIDTH))
+        facts = {o.number: o.facts for o in self.outcomes if o.ok}
+        first, second = self.settings.first_revision, self.settings.second_revision
+        for line in script.proven(facts, first=first, second=second):
+            self.console.print(Text(f"✓ {line}", style="green"))
 
 
 def leftovers(state_dir: Path) -> list[str]:

@@ -31,10 +31,11 @@ class Command:
 
     local_args: tuple[str, ...]
     kubectl_args: tuple[str, ...] | None = None
+    tool: str = "kubectl"  # the guide's program for `kubectl_args` (istioctl for proxy-status)
 
     @property
     def kubectl(self) -> str | None:
-        return None if self.kubectl_args is None else shlex.join(["kubectl", *self.kubectl_args])
+        return None if self.kubectl_args is None else shlex.join([self.tool, *self.kubectl_args])
 
     @property
     def local(self) -> str:
@@ -44,6 +45,12 @@ class Command:
 def same_command(*args: str) -> Command:
     """A command whose kubectl form is the same words (most of `sidemesh local`)."""
     return Command(local_args=args, kubectl_args=args)
+
+
+def proxy_status_command(revision: str) -> Command:
+    """The guide's `istioctl proxy-status`; here the local runtime's (from the host)."""
+    args = ("proxy-status", "--revision", revision)
+    return Command(local_args=args, kubectl_args=args, tool="istioctl")
 
 
 def fetch_command(namespace: str, pod: str, url: str, container: str = "client") -> Command:
@@ -208,3 +215,40 @@ def refusal_in(output: str) -> str | None:
 def connected_proxies(rows: Sequence[Mapping[str, Any]]) -> int:
     """How many sidecars a control plane's `/debug/syncz` lists."""
     return len(rows)
+
+
+def proven(facts: Mapping[int, Mapping[str, Any]], *, first: str, second: str) -> list[str]:
+    """The demo's closing summary: one line per step that passed (`facts` by step number, as
+    the steps recorded them), each saying what its checks established."""
+    lines = []
+    if 1 in facts:
+        lines.append(
+            f"control plane {first} runs in {names.CONTROL_PLANE_NAMESPACE}, labelled "
+            f"app=istiod, {names.LABEL_REVISION}={first}"
+        )
+    if 2 in facts:
+        lines.append(f"without a label, the {len(facts[2]['pods'])} demo pods ran alone (1/1)")
+    if 3 in facts:
+        step = facts[3]
+        lines.append(
+            f"{names.LABEL_REVISION}={first} and a restart gave all {len(step['pods'])} pods "
+            f"the {first} sidecar (2/2) in {step['restart_to_ready_s']:.0f} s "
+            f"(one sidecar: {step['sidecar_rss_bytes'] / 2**20:.0f} MiB)"
+        )
+    if 4 in facts:
+        step = facts[4]
+        lines.append(f"the backend saw its caller as {step['caller']}: mutual TLS")
+        lines.append(
+            f"STRICT refused plaintext from outside the mesh ({step['plaintext_refusal']}); "
+            "mesh traffic still flowed"
+        )
+    if 5 in facts:
+        step = facts[5]
+        lines.append(
+            f"upgrade: all {step['connected'][second]} sidecars moved to {second} in "
+            f"{step['restart_to_ready_s']:.0f} s; {first} served none, was stopped, and "
+            "traffic still flowed"
+        )
+    if 6 in facts:
+        lines.append("cleaned up: no network namespace, process or state left behind")
+    return lines

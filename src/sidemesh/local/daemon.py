@@ -140,11 +140,14 @@ class Daemon:
         return hosts, resolv_conf(pod.namespace)
 
     def _mount_point(self, target: str, is_dir: bool) -> None:
-        """Create a volume's mount point on the host, recorded first so `down` removes it."""
+        """Create a volume's mount point right under / on the host, recorded first so `down`
+        removes it. Deeper ones `launch` makes privately, in the container's mount namespace."""
         path = Path(target)
         if path.exists():
             return
         missing = [path, *(p for p in path.parents if not p.exists())]
+        if missing[-1].parent != Path("/"):
+            return
         with self.store.transaction() as state:
             for created in reversed(missing):
                 if str(created) not in state.host_paths:

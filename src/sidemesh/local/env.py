@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from sidemesh.local.quantity import QuantityError, parse_quantity
-
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -108,6 +106,18 @@ def downward_api_map(values: Mapping[str, str]) -> str:
     return "\n".join(f"{k}={quote(v)}" for k, v in sorted(values.items()))
 
 
+def quantity(text: str) -> Fraction:
+    """A resource quantity (`100m`, `128Mi`, `1.5G`, `2e3`), exact; ValueError if it is none.
+
+    lightkube's parser, imported here: only a resourceFieldRef needs it, and importing lightkube
+    costs the daemon 0.2 s."""
+    from lightkube.utils.quantity import parse_quantity
+
+    value = parse_quantity(text.strip())
+    assert value is not None
+    return Fraction(value)
+
+
 def resource_value(ref: Mapping[str, Any], container: Mapping[str, Any], facts: PodFacts) -> str:
     """resourceFieldRef: the limit or request divided by `divisor`, rounded up; a missing limit
     is the node's capacity (as the kubelet reports allocatable)."""
@@ -121,15 +131,15 @@ def resource_value(ref: Mapping[str, Any], container: Mapping[str, Any], facts: 
         raw = (resources.get("limits") or {}).get(name)  # requests default to limits
     try:
         if raw is not None:
-            amount = parse_quantity(str(raw))
+            amount = quantity(str(raw))
         elif kind == "limits" and name == "cpu":
             amount = Fraction(facts.node_cpus)
         elif kind == "limits":
             amount = Fraction(facts.node_memory_bytes)
         else:
             amount = Fraction(0)
-        divisor = parse_quantity(str(ref.get("divisor") or "1"))
-    except QuantityError as exc:
+        divisor = quantity(str(ref.get("divisor") or "1"))
+    except ValueError as exc:
         raise EnvError(f"resourceFieldRef {resource}: {exc}") from exc
     if divisor == 0:
         divisor = Fraction(1)  # the API server defaults a zero divisor to 1

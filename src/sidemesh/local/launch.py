@@ -9,7 +9,14 @@ then, still as root:
    only root may enter (a venv under /root, say): a tmpfs over that directory holding bind
    mounts of just the needed paths, so the rest of it stays hidden;
 3. bind-mounts the pod's volumes at their `mountPath`s (read-only where asked) — the mounts
-   exist only in this process's mount namespace, so the host never sees them;
+   exist only in this process's mount namespace, so the host never sees them. Neither does it
+   see their mount points: a `mountPath` missing on the host (/var/run/secrets/tokens, say) is
+   made in a private tmpfs laid over its nearest existing directory, which shows that
+   directory's entries through bind mounts. (Made on the host, such directories were shared
+   by every pod and runtime: removing one empty "leftover" silently unmounted the volume of
+   every container using it, e.g. a sidecar's token, leaving its pod 1/2 for good.) Only a
+   mount point right under / is made on the host (a tmpfs over / would not be this process's
+   root), by the daemon, which records it for `sidemesh local down`;
 4. drops to the container's uid/gid and groups, changes directory, and execs the command.
 
 Standard library only, and nothing else is imported: it is on every container's start path.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import stat
@@ -90,15 +98,77 @@ def expose(paths: list[str]) -> None:
             os.close(descriptor)
 
 
+def shadow(directory: str) -> None:
+    """Lay a tmpfs over `directory` (in this mount namespace) that shows the same entries:
+    directories and files as bind mounts of the originals, symlinks as copies. What is then
+    created in it stays private."""
+    before = os.stat(directory)
+    entries = os.listdir(directory)
+    original = os.open(directory, os.O_PATH | os.O_DIRECTORY)
+    try:
+        mode = f"mode={stat.S_IMODE(before.st_mode):o},uid={before.st_uid},gid={before.st_gid}"
+        _mount("tmpfs", directory, "tmpfs", 0, mode)
+        for name in entries:
+            old, new = f"/proc/self/fd/{original}/{name}", os.path.join(directory, name)
+            try:
+                info = os.lstat(old)
+                if stat.S_ISLNK(info.st_mode):
+                    os.symlink(os.readlink(old), new)
+                    continue
+            except FileNotFoundError:
+                continue  # gone since listed
+            if stat.S_ISDIR(info.st_mode):
+                os.mkdir(new, 0o755)
+            else:
+                os.close(os.open(new, os.O_CREAT | os.O_WRONLY, 0o600))
+            _mount(old, new, None, MS_BIND | MS_REC, None)
+    finally:
+        os.close(original)
+
+
+def private_mount_point(target: str, *, is_dir: bool, private: set[str]) -> None:
+    """Make `target` exist without creating anything on the host. `private` holds the
+    directories known to be ours (shadows and what was made in them); it grows."""
+    if not os.path.isabs(target):
+        raise OSError(errno.EINVAL, f"mountPath {target!r} is not an absolute path")
+    if os.path.lexists(target):
+        return
+    missing = [target]
+    parent = os.path.dirname(target)
+    while not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    parent = os.path.realpath(parent)
+    if parent == "/":
+        _host_mount_point(target, is_dir=is_dir)
+        return
+    if parent not in private:
+        shadow(parent)
+        private.add(parent)
+    for path in reversed(missing):  # the outermost first, below the (now private) parent
+        created = os.path.join(parent, os.path.basename(path))
+        if path != target or is_dir:
+            os.mkdir(created, 0o755)
+            private.add(created)
+        else:
+            os.close(os.open(created, os.O_CREAT | os.O_WRONLY, 0o644))
+        parent = created
+
+
+def _host_mount_point(target: str, *, is_dir: bool) -> None:
+    if is_dir:
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target) or "/", mode=0o755, exist_ok=True)
+        with open(target, "a", encoding="utf-8"):
+            pass
+
+
 def mount_volumes(mounts: list[dict[str, Any]]) -> None:
+    private: set[str] = set()
     for mount in mounts:
         source, target = str(mount["source"]), str(mount["target"])
-        if os.path.isdir(source):
-            os.makedirs(target, mode=0o755, exist_ok=True)
-        elif not os.path.exists(target):
-            os.makedirs(os.path.dirname(target) or "/", mode=0o755, exist_ok=True)
-            with open(target, "a", encoding="utf-8"):
-                pass
+        private_mount_point(target, is_dir=os.path.isdir(source), private=private)
         _mount(source, target, None, MS_BIND | MS_REC, None)
         if mount.get("readonly"):
             _mount(source, target, None, MS_BIND | MS_REC | MS_REMOUNT | MS_RDONLY, None)

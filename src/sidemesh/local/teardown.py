@@ -5,12 +5,16 @@ whose name starts with this runtime's prefix (derived from the state directory, 
 runtime's namespaces never match), the daemon named by the pid file (checked against its
 command line), the processes inside our namespaces, `/etc/netns/<ours>`, the mount points the
 state recorded, and the state directory itself. Running it again finds nothing and succeeds.
+
+A recorded mount point that some process still mounts something on (another runtime's
+container) is left alone: removing it would silently unmount that container's volume.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import time
@@ -49,11 +53,38 @@ def _signal(pids: list[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
+def _unescape_mountinfo(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points_in_use() -> set[str]:
+    """Every mount point of every mount namespace on the host (one process's view each)."""
+    seen_namespaces: set[int] = set()
+    found: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            namespace = os.stat(entry / "ns" / "mnt").st_ino
+            if namespace in seen_namespaces:
+                continue
+            lines = (entry / "mountinfo").read_text(encoding="utf-8").splitlines()
+        except OSError:
+            continue  # gone, or not ours to read
+        seen_namespaces.add(namespace)
+        found.update(_unescape_mountinfo(line.split()[4]) for line in lines if line.strip())
+    return found
+
+
 def _remove_host_paths(recorded: list[str]) -> int:
-    """Remove recorded mount points, deepest first, only while empty."""
+    """Remove recorded mount points, deepest first, only while empty and mounted on by no
+    one."""
     removed = 0
+    in_use = mount_points_in_use()
     for text in sorted(recorded, key=lambda p: p.count("/"), reverse=True):
         path = Path(text)
+        if os.path.realpath(path) in in_use:
+            continue
         with contextlib.suppress(OSError):
             if path.is_dir() and not path.is_symlink():
                 path.rmdir()
