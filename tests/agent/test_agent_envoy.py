@@ -74,20 +74,20 @@ async def test_an_unexpected_exit_ends_supervision_with_an_error(
     assert supervisor.pid is None
 
 
-async def test_stop_terminates_then_kills() -> None:
+async def test_stop_terminates_then_kills(tmp_path: Path) -> None:
+    up = tmp_path / "up"
     stubborn = (
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        "print('up', flush=True); time.sleep(60)"
+        "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "pathlib.Path(sys.argv[1]).touch(); time.sleep(60)"
     )
-    supervisor = EnvoySupervisor([PY, "-c", stubborn])
+    supervisor = EnvoySupervisor([PY, "-c", stubborn, str(up)])
     task = asyncio.create_task(supervisor.run())
-    for _ in range(100):
-        if supervisor.pid is not None:
+    for _ in range(600):  # the child says when its SIGTERM handler is in place
+        if supervisor.pid is not None and up.exists():
             break
         await asyncio.sleep(0.05)
     pid = supervisor.pid
-    assert pid is not None
-    await asyncio.sleep(0.3)  # let it install its SIGTERM handler
+    assert pid is not None and up.exists()
     started = time.monotonic()
     await supervisor.stop(grace=0.5)
     await asyncio.wait_for(task, timeout=5)

@@ -117,10 +117,14 @@ async def test_failures_are_retried_with_backoff(
 
 async def test_stop_ends_retrying(control_plane: FakeControlPlane, tmp_path: Path) -> None:
     control_plane.fail_next_signings = 1000
-    manager, _ = _manager(control_plane, tmp_path)
+    manager, metrics = _manager(control_plane, tmp_path)
     stop = asyncio.Event()
     task = asyncio.create_task(manager.obtain(stop))
-    await asyncio.sleep(0.3)
+    for _ in range(600):  # stop it while it is retrying: after a refused signing
+        if metrics.cert_renewal_failures:
+            break
+        await asyncio.sleep(0.05)
+    assert metrics.cert_renewal_failures >= 1
     stop.set()
     assert await asyncio.wait_for(task, timeout=5) is False
     assert manager.current is None
