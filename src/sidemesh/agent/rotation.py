@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from sidemesh.agent import certs
 from sidemesh.agent.ca_client import CaClient, CaError
 from sidemesh.agent.metrics import AgentMetrics
+from sidemesh.security.files import write_atomically
 
 log = logging.getLogger("sidemesh.agent.certificates")
 
@@ -33,21 +33,12 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
     return True
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "wb") as stream:
-        stream.write(data)
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)
-
-
 def write_certificate_files(directory: Path, certificate: certs.WorkloadCertificate) -> None:
     """Istio's OUTPUT_CERTS layout: cert-chain.pem, key.pem (0600), root-cert.pem."""
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomically(directory / "cert-chain.pem", certificate.chain_pem, 0o644)
-    _write_atomically(directory / "key.pem", certificate.key_pem, 0o600)
-    _write_atomically(directory / "root-cert.pem", certificate.root_pem, 0o644)
+    write_atomically(directory / "cert-chain.pem", certificate.chain_pem, 0o644)
+    write_atomically(directory / "key.pem", certificate.key_pem, 0o600)
+    write_atomically(directory / "root-cert.pem", certificate.root_pem, 0o644)
 
 
 class CertificateManager:

@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import time
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import Final
 
 from sidemesh.agent import http
@@ -36,6 +34,7 @@ from sidemesh.agent.rotation import CertificateManager, sleep_unless
 from sidemesh.agent.sds import SdsServer
 from sidemesh.agent.settings import AgentSettings
 from sidemesh.agent.status import AgentState, StatusApp, StatusServer
+from sidemesh.security.files import write_atomically
 
 log = logging.getLogger("sidemesh.agent")
 
@@ -52,13 +51,6 @@ def configure_logging(level: int) -> None:
     # Envoy's own --log-level already chose what it prints; never filter it a second time.
     logging.getLogger("sidemesh.agent.envoy.output").setLevel(logging.INFO)
     logging.getLogger("uvicorn.error").setLevel(max(level, logging.WARNING))
-
-
-def write_file_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 async def _report_ready(app: StatusApp, stop: asyncio.Event, started: float) -> None:
@@ -152,7 +144,7 @@ async def run_agent(settings: AgentSettings) -> int:
         await sds.start()
         certificates.subscribe(sds.publish)
         tasks.start(certificates.keep_renewed(stop), "certificate renewal")
-        write_file_atomically(settings.paths.bootstrap, render_bootstrap(settings))
+        write_atomically(settings.paths.bootstrap, render_bootstrap(settings), 0o644)
         supervisor = EnvoySupervisor(envoy_command(settings, binary))
         tasks.start(supervisor.run(), "Envoy supervisor")
         tasks.start(_report_ready(app, stop, started), "readiness report")

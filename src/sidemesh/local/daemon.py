@@ -49,6 +49,7 @@ from sidemesh.local.pki import LocalPki
 from sidemesh.local.services import hosts_file, proxy_rules, registry_objects, resolv_conf
 from sidemesh.local.store import Store
 from sidemesh.local.volumes import Lookup
+from sidemesh.security.files import write_atomically
 
 log = logging.getLogger("sidemesh.local.daemon")
 
@@ -355,10 +356,7 @@ class Daemon:
         text = yaml.dump_all(objects, Dumper=yaml.CSafeDumper, sort_keys=False)
         if text != self.last_registry:
             self.paths.registry.mkdir(mode=0o755, parents=True, exist_ok=True)
-            tmp = self.paths.registry_file.with_suffix(".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.chmod(tmp, 0o644)
-            tmp.replace(self.paths.registry_file)
+            write_atomically(self.paths.registry_file, text.encode(), 0o644)
             self.last_registry = text
 
 

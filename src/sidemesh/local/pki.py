@@ -19,6 +19,7 @@ from pathlib import Path
 from sidemesh.api import names
 from sidemesh.security.authn import issue_local_token
 from sidemesh.security.ca import CertificateAuthority
+from sidemesh.security.files import write_atomically
 from sidemesh.security.identity import SpiffeId
 from sidemesh.security.store import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, CaMaterial
 
@@ -41,11 +42,7 @@ class LocalPki:
             now = datetime.datetime.now(datetime.UTC)
             authority = CertificateAuthority.self_signed(trust_domain=names.TRUST_DOMAIN, now=now)
             for name, data in CaMaterial.from_ca(authority).as_files().items():
-                tmp = paths[name].with_suffix(".tmp")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                tmp.replace(paths[name])
+                write_atomically(paths[name], data, 0o600)
             return authority
         material = CaMaterial(
             ca_cert=paths[CA_CERT].read_bytes(),
@@ -89,7 +86,5 @@ class LocalPki:
             self.token_file, namespace=namespace, service_account=service_account
         )
         os.chmod(self.token_file, 0o644)  # digests only; the control plane runs as uid 1337
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(token)
+        write_atomically(path, token.encode("ascii"), 0o600)
         return token

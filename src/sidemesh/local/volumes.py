@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sidemesh.local.env import EnvError, PodFacts, field_value
+from sidemesh.security.files import write_atomically
 
 Lookup = Callable[[str], Mapping[str, str] | None]
 TokenSource = Callable[[str, str], str]  # (namespace, service account) -> token
@@ -32,14 +33,6 @@ class VolumeSources:
     config_maps: Lookup
     secrets: Lookup
     token: TokenSource
-
-
-def _write_file(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _key_files(
@@ -149,7 +142,9 @@ def materialize(
             directory.mkdir(parents=True, exist_ok=True)
             os.chmod(directory, 0o755)
             for relative, (text, mode) in files.items():
-                _write_file(directory / relative, text, mode or default_mode)
+                # Created with its final mode before the first byte (a Secret's key never
+                # readable by others, not even briefly).
+                write_atomically(directory / relative, text.encode(), mode or default_mode)
         paths[name] = directory
     return paths
 
