@@ -49,7 +49,7 @@ def test_every_object_validates_strictly(
 def test_objects_come_in_dependency_order() -> None:
     kinds = [o["kind"] for o in _render("blue")]
     assert kinds == [
-        "Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+        "Namespace", *["CustomResourceDefinition"] * 6, "ServiceAccount", "ClusterRole",
         "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "ConfigMap", "Service",
         "Deployment", "PodDisruptionBudget", "MutatingWebhookConfiguration",
     ]  # fmt: skip
@@ -57,9 +57,7 @@ def test_objects_come_in_dependency_order() -> None:
 
 def test_names_carry_the_revision() -> None:
     described = {manifests.describe(o) for o in _render("asm-173-3")}
-    assert described == {
-        "Namespace/istio-system",
-        "CustomResourceDefinition/peerauthentications.security.istio.io",
+    assert described == SHARED | {
         "ServiceAccount/istiod-asm-173-3 -n istio-system",
         "ClusterRole/istiod-clusterrole-asm-173-3-istio-system",
         "ClusterRoleBinding/istiod-clusterrole-asm-173-3-istio-system",
@@ -77,7 +75,9 @@ def test_names_carry_the_revision() -> None:
 SHARED = {
     "Namespace/istio-system",
     "CustomResourceDefinition/peerauthentications.security.istio.io",
-}
+    *(f"CustomResourceDefinition/{plural}.networking.istio.io" for plural in (
+        "destinationrules", "gateways", "serviceentries", "sidecars", "virtualservices")),
+}  # fmt: skip
 
 
 def test_two_revisions_share_only_the_namespace_and_the_crds() -> None:

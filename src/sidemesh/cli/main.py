@@ -24,6 +24,7 @@ _COMMANDS: dict[str, str] = {
     "injector": "sidemesh.cli.injector:injector",
     "local": "sidemesh.cli.local:local",
     "demo": "sidemesh.cli.demo:demo",
+    "validate": "sidemesh.cli.validate:validate_command",
 }
 
 

@@ -1,17 +1,27 @@
 """The CustomResourceDefinitions of the Istio APIs the control plane reads.
 
 `sidemesh discovery` watches `security.istio.io` PeerAuthentications; without the CRD a cluster
-that never had Istio's base chart refuses `kubectl apply` of one. The CRD is shared by every
-revision (and by an Istio install, if there is one), so it carries no revision label: uninstall,
-which deletes by that label, never removes it. Deleting a CRD deletes every object of its kind.
+that never had Istio's base chart refuses `kubectl apply` of one. The same holds for Istio's
+traffic API (`networking.istio.io` VirtualService, DestinationRule, ServiceEntry, Sidecar,
+Gateway), whose schemas are generated from the models `sidemesh validate` checks
+(`sidemesh.api.networking`), so the API server and our validation agree on field names and
+types. CRDs are shared by every revision (and by an Istio install, if there is one), so they
+carry no revision label: uninstall, which deletes by that label, never removes them. Deleting a
+CRD deletes every object of its kind.
 
-The Helm chart ships the same object in `charts/sidemesh/crds/` (tests/install keeps them equal).
+The Helm chart ships the same objects in `charts/sidemesh/crds/` (tests/install keeps them
+equal; regenerate with `python -m sidemesh.install.crds charts/sidemesh/crds`).
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any, Final
 
+import yaml
+
+from sidemesh.api import networking
 from sidemesh.install import naming
 
 # `UNSET` inherits the mode from the parent level (namespace, then mesh).
@@ -132,6 +142,145 @@ def peer_authentication() -> dict[str, Any]:
     }
 
 
+def _structural(node: Any, definitions: dict[str, Any]) -> Any:
+    """pydantic's JSON schema as a Kubernetes structural schema: references inlined, optional
+    (`X | None`) as plain X, no titles or defaults (the API server would fill defaults in),
+    free-form mappings kept with x-kubernetes-preserve-unknown-fields."""
+    if isinstance(node, list):
+        return [_structural(item, definitions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = definitions[node["$ref"].rpartition("/")[2]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, definitions)
+    if "anyOf" in node:
+        choices = [c for c in node["anyOf"] if c.get("type") != "null"]
+        if len(choices) != 1:
+            raise ValueError(f"no structural form for anyOf {node['anyOf']}")
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        return _structural({**choices[0], **rest}, definitions)
+    schema: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("title", "default", "$defs"):
+            continue
+        if key == "properties":
+            schema[key] = {name: _structural(sub, definitions) for name, sub in value.items()}
+        elif key == "additionalProperties":
+            if isinstance(value, dict) and value:
+                schema[key] = _structural(value, definitions)
+        elif key == "items":
+            schema[key] = _structural(value, definitions)
+        else:
+            schema[key] = value
+    if schema.get("type") == "object" and not {"properties", "additionalProperties"} & set(schema):
+        schema["x-kubernetes-preserve-unknown-fields"] = True
+    return schema
+
+
+def networking_schema(kind: networking.Kind[Any]) -> dict[str, Any]:
+    """The structural schema of one `networking.istio.io` kind (the same for every version)."""
+    generated = kind.spec.model_json_schema(by_alias=True, mode="validation")
+    spec = _structural(generated, generated.get("$defs", {}))
+    spec["description"] = f"The {kind.name} (Istio's networking.istio.io API)."
+    return {
+        "description": f"{kind.name}: Istio's traffic API, as sidemesh validates it.",
+        "type": "object",
+        "properties": {
+            "spec": spec,
+            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        },
+    }
+
+
+# kubectl get columns, as Istio's CRDs print them.
+_NETWORKING_COLUMNS: Final[dict[str, list[tuple[str, str, str]]]] = {
+    "VirtualService": [
+        ("Gateways", "string", ".spec.gateways"),
+        ("Hosts", "string", ".spec.hosts"),
+    ],
+    "DestinationRule": [("Host", "string", ".spec.host")],
+    "ServiceEntry": [
+        ("Hosts", "string", ".spec.hosts"),
+        ("Location", "string", ".spec.location"),
+        ("Resolution", "string", ".spec.resolution"),
+    ],
+    "Sidecar": [],
+    "Gateway": [],
+}
+
+
+def _networking_version(kind: networking.Kind[Any], name: str) -> dict[str, Any]:
+    columns = [
+        {"name": title, "type": kind_, "jsonPath": path}
+        for title, kind_, path in _NETWORKING_COLUMNS[kind.name]
+    ]
+    columns.append({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})
+    return {
+        "name": name,
+        "served": True,
+        "storage": name == "v1",
+        "schema": {"openAPIV3Schema": networking_schema(kind)},
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": columns,
+    }
+
+
+def networking_crd(kind: networking.Kind[Any]) -> dict[str, Any]:
+    """`<plural>.networking.istio.io`: v1 stored; v1beta1 and v1alpha3 served, same schema."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{kind.plural}.{networking.GROUP}",
+            "labels": {naming.LABEL_PART_OF: naming.PART_OF},
+        },
+        "spec": {
+            "group": networking.GROUP,
+            "names": {
+                "kind": kind.name,
+                "listKind": f"{kind.name}List",
+                "plural": kind.plural,
+                "singular": kind.name.lower(),
+                **({"shortNames": list(kind.short_names)} if kind.short_names else {}),
+                "categories": ["istio-io", "networking-istio-io"],
+            },
+            "scope": "Namespaced",
+            "versions": [_networking_version(kind, v) for v in networking.VERSIONS],
+        },
+    }
+
+
 def custom_resource_definitions() -> list[dict[str, Any]]:
-    """Every CRD an install applies (before anything that could refer to it)."""
-    return [peer_authentication()]
+    """Every CRD an install applies (before anything that could refer to it), by name (the
+    order Helm reads the chart's crds/ files in)."""
+    crds = [peer_authentication(), *(networking_crd(k) for k in networking.KINDS.values())]
+    return sorted(crds, key=lambda crd: str(crd["metadata"]["name"]))
+
+
+_CHART_HEADER = """\
+# {name}: the same object as src/sidemesh/install/crds.py, which
+# `sidemesh install` applies (tests/install keeps them equal; written by
+# `python -m sidemesh.install.crds charts/sidemesh/crds`). Helm
+# installs crds/ only when the CRD is absent (an existing one, e.g. from Istio's base chart, is
+# left alone) and never upgrades or deletes it: deleting a CRD deletes every object of its kind.
+"""
+
+
+def write_chart_crds(directory: Path) -> list[Path]:
+    """Write the networking CRDs as the chart ships them (one file per CRD). The
+    PeerAuthentication file keeps its hand-written header, so it is not rewritten here."""
+    written = []
+    for kind in networking.KINDS.values():
+        crd = networking_crd(kind)
+        name = crd["metadata"]["name"]
+        path = directory / f"{name}.yaml"
+        text = _CHART_HEADER.format(name=name) + yaml.safe_dump(crd, sort_keys=False)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for written_path in write_chart_crds(Path(sys.argv[1])):
+        print(written_path)
