@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from sidemesh.cli.console import make_console
 from sidemesh.local.paths import state_dir_from
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[3] / "examples" / "demo" / "demo.yaml"
 EXIT_FAILED = 1
@@ -39,13 +44,16 @@ EXIT_INTERRUPTED = 130
     default=None,
     help="The demo app [default: examples/demo/demo.yaml].",
 )
-def demo(keep: bool, state_dir: Path | None, manifest: Path | None) -> None:
+@click.option(
+    "--kube",
+    is_flag=True,
+    help="Against a real API server ($KUBEBUILDER_ASSETS) with kubectl, this host its node.",
+)
+def demo(keep: bool, state_dir: Path | None, manifest: Path | None, kube: bool) -> None:
     """Walk through sidecar injection: control plane, labels, restart, mTLS, upgrade."""
-    from rich.console import Console
-
     from sidemesh.demo.runner import DemoSettings, environment_problems, run_demo
 
-    console = Console()
+    console = make_console()
     problems = environment_problems()
     if problems:
         click.echo("sidemesh demo cannot run here:", err=True)
@@ -56,6 +64,9 @@ def demo(keep: bool, state_dir: Path | None, manifest: Path | None) -> None:
     if not app.exists():
         click.echo(f"sidemesh demo: the demo app {app} is missing; pass --manifest", err=True)
         raise SystemExit(EXIT_UNAVAILABLE)
+    if kube:
+        _demo_kube(keep, state_dir, app, console)
+        return
     directory = state_dir_from(state_dir)
     if (directory / "state.json").exists():
         click.echo(
@@ -77,4 +88,26 @@ def demo(keep: bool, state_dir: Path | None, manifest: Path | None) -> None:
             f"The mesh is still running. Explore: `sidemesh local --state-dir {directory} "
             "get pods -n demo`; finish with `sidemesh local down`."
         )
+    sys.stdout.flush()
+
+
+def _demo_kube(keep: bool, state_dir: Path | None, app: Path, console: Console) -> None:
+    """`demo --kube`: the guide against a real API server, this host its node."""
+    from sidemesh.demo.kube_runner import KubeDemoSettings, run_kube_demo
+    from sidemesh.kube.testbed import TestbedError, find_assets
+
+    try:
+        find_assets()
+    except TestbedError as exc:
+        click.echo(f"sidemesh demo --kube cannot run here: {exc}", err=True)
+        raise SystemExit(EXIT_UNAVAILABLE) from None
+    directory = state_dir.absolute() if state_dir else Path("/run/sidemesh-kube-demo")
+    settings = KubeDemoSettings(state_dir=directory, manifest=app, keep=keep)
+    try:
+        outcomes = run_kube_demo(settings, console)
+    except KeyboardInterrupt:
+        click.echo("interrupted: cleaned up", err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    if not outcomes or not all(o.ok for o in outcomes):
+        raise SystemExit(EXIT_FAILED)
     sys.stdout.flush()

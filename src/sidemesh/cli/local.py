@@ -7,6 +7,8 @@ sidemesh local label namespace demo istio-injection- istio.io/rev=asm-173-3 --ov
 sidemesh local rollout restart deployment -n demo
 sidemesh local get pods -n demo
 sidemesh local down
+
+sidemesh local node --kubeconfig F    # this host as a Node of a real API server
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, NoReturn
 
 import click
 
+from sidemesh.cli.proxy_status import local_proxy_status
 from sidemesh.local import apiserver
 from sidemesh.local.admission import AdmissionError
 from sidemesh.local.controlplane import ControlPlaneOptions
@@ -53,9 +56,11 @@ def _runtime(ctx: click.Context, *, need_state: bool = False) -> Runtime:
     return runtime
 
 
-def _load(files: tuple[str, ...]) -> list[tuple[str, list[Any]]]:
+def _load(files: tuple[str, ...], *, verb: str) -> list[tuple[str, list[Any]]]:
+    if not files:
+        return []
     try:
-        return load(files)
+        return load(files, verb=verb)
     except ManifestError as exc:
         _fail(str(exc))
 
@@ -88,10 +93,23 @@ def local(ctx: click.Context, state_dir: Path | None) -> None:
 @_namespace
 @click.pass_context
 def apply_command(ctx: click.Context, files: tuple[str, ...], namespace: str) -> None:
-    """Create or update objects from manifests (starts the runtime on first use)."""
+    """Create or update objects from manifests (starts the runtime on first use).
+
+    Every document of every file is read and checked first: if one is refused, nothing is
+    applied."""
+    loaded = _load(files, verb="apply")  # before the runtime: bad input changes nothing
     runtime = _runtime(ctx, need_state=True)
+    state = runtime.read()
+    refused = (
+        apiserver.refused_objects(state, loaded, now=time.time(), default_namespace=namespace)
+        if state is not None
+        else []
+    )
+    if refused:
+        click.echo("".join(f"{error}\n" for error in refused), nl=False, err=True)
+        _fail(f"error: nothing was applied: {len(refused)} refused (above)")
     failed = False
-    for source, documents in _load(files):
+    for source, documents in loaded:
         lines, errors = runtime.apply(documents, source=source, default_namespace=namespace)
         for line in lines:
             click.echo(line)
@@ -186,7 +204,11 @@ def delete_command(
 ) -> None:
     """Delete pods (gracefully), deployments, services, namespaces..."""
     runtime = _runtime(ctx, need_state=True)
-    targets = [t for _, documents in _load(files) for t in named_objects(documents, namespace)]
+    targets = [
+        t
+        for _, documents in _load(files, verb="delete")
+        for t in named_objects(documents, namespace)
+    ]
     if resource:
         kind = _kind(resource)
         if kind == "Pod":
@@ -412,5 +434,70 @@ def down_command(ctx: click.Context) -> None:
     report = runtime.down()
     click.echo("\n".join(report) if report else "nothing to remove")
 
+
+@local.command("node")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="The API server to join (a user that may register nodes, bind and run pods).",
+)
+@click.option("--node-name", default="sidemesh-node", show_default=True, help="The Node's name.")
+@click.option(
+    "--host-service",
+    "host_services",
+    multiple=True,
+    metavar="NS/NAME:PORT=HOST:PORT",
+    help="A Service port served by a process on this host (e.g. a control plane run there).",
+)
+@click.option(
+    "--expose",
+    "exposed",
+    multiple=True,
+    metavar="HOST:PORT=NS/NAME:PORT",
+    help="A host address reaching a Service inside (e.g. the webhook of an istiod pod).",
+)
+@click.option(
+    "--service-cidr",
+    default="10.96.0.0/16",
+    show_default=True,
+    help="The API server's --service-cluster-ip-range.",
+)
+@click.pass_context
+def node_command(
+    ctx: click.Context,
+    kubeconfig: Path,
+    node_name: str,
+    host_services: tuple[str, ...],
+    exposed: tuple[str, ...],
+    service_cidr: str,
+) -> None:
+    """Make this host a Node of a real API server and run the pods bound to it (foreground;
+    SIGTERM/Ctrl-C stops its pods and removes its network)."""
+    import logging
+
+    from sidemesh.local.node import NodeSettings, run_node
+    from sidemesh.local.node_objects import Exposed, HostService, NodeConfigError
+
+    runtime: Runtime = ctx.obj
+    try:
+        settings = NodeSettings(
+            kubeconfig=kubeconfig.absolute(),
+            node_name=node_name,
+            state_dir=runtime.paths.root / "node",
+            host_services=tuple(HostService.parse(s) for s in host_services),
+            exposed=tuple(Exposed.parse(e) for e in exposed),
+            service_cidr=service_cidr,
+        )
+        runtime.check()
+    except (RuntimeUnavailable, NodeConfigError) as exc:
+        _fail(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per request otherwise
+    run_node(settings)
+
+
+# The host reaches the local control planes from the node's network namespace (see there).
+local.add_command(local_proxy_status)
 
 __all__ = ["AdmissionError", "local"]
