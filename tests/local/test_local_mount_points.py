@@ -68,6 +68,24 @@ def test_missing_mount_points_are_made_privately(tmp_path: Path) -> None:
         assert not os.path.lexists(target), f"{target} made on the host"
 
 
+def test_a_volume_over_the_state_directory_hides_no_later_source(tmp_path: Path) -> None:
+    """An emptyDir mounted at a path that holds the other volumes' sources (istiod's /tmp, with
+    the runtime's state under /tmp) must not hide them from the mounts after it."""
+    state = tmp_path / "state"
+    empty, token = state / "empty", state / "token"
+    empty.mkdir(parents=True)
+    token.mkdir()
+    (empty / "f").write_text("empty")
+    (token / "f").write_text("token")
+    unique = f"sidemesh-test-{uuid.uuid4().hex[:8]}"
+    mounts = [
+        {"source": str(empty), "target": str(tmp_path)},  # covers `state` itself
+        {"source": str(token), "target": f"/var/run/{unique}/tokens", "readonly": True},
+    ]
+    seen = in_private_mount_namespace(mounts)
+    assert seen["seen"] == {str(tmp_path): "empty", f"/var/run/{unique}/tokens": "token"}
+
+
 def test_down_leaves_a_mount_point_someone_uses(tmp_path: Path) -> None:
     used, unused = tmp_path / "used", tmp_path / "unused"
     used.mkdir()

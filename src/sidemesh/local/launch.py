@@ -165,13 +165,22 @@ def _host_mount_point(target: str, *, is_dir: bool) -> None:
 
 
 def mount_volumes(mounts: list[dict[str, Any]]) -> None:
-    private: set[str] = set()
-    for mount in mounts:
-        source, target = str(mount["source"]), str(mount["target"])
-        private_mount_point(target, is_dir=os.path.isdir(source), private=private)
-        _mount(source, target, None, MS_BIND | MS_REC, None)
-        if mount.get("readonly"):
-            _mount(source, target, None, MS_BIND | MS_REC | MS_REMOUNT | MS_RDONLY, None)
+    # Every source is opened before the first mount: a volume mounted over a path that holds
+    # a later volume's source (an emptyDir at /tmp, with the state directory under /tmp) would
+    # otherwise hide that source.
+    sources = [os.open(str(m["source"]), os.O_PATH | os.O_CLOEXEC) for m in mounts]
+    try:
+        private: set[str] = set()
+        for mount, descriptor in zip(mounts, sources, strict=True):
+            source, target = f"/proc/self/fd/{descriptor}", str(mount["target"])
+            is_dir = stat.S_ISDIR(os.fstat(descriptor).st_mode)
+            private_mount_point(target, is_dir=is_dir, private=private)
+            _mount(source, target, None, MS_BIND | MS_REC, None)
+            if mount.get("readonly"):
+                _mount(target, target, None, MS_BIND | MS_REC | MS_REMOUNT | MS_RDONLY, None)
+    finally:
+        for descriptor in sources:
+            os.close(descriptor)
 
 
 def become(uid: int | None, gid: int | None, groups: list[int]) -> None:
