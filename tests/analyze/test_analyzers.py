@@ -83,6 +83,17 @@ CASES: list[tuple[str, list[dict[str, Any]], list[tuple[str, str]]]] = [
     ("pod-level uid 1337 inherited by the app container",
      [pod("shop", "inherits", sidecar=REV, pod_run_as=1337)],
      [("IST0144", "Pod shop/inherits")]),
+    ("uid 1337 in a pod that would be injected if restarted",
+     [namespace("late-uid", rev=REV), pod("late-uid", "web", run_as=1337)],
+     [("IST0103", "Pod late-uid/web"), ("IST0144", "Pod late-uid/web")]),
+    ("the control plane's own pod: opted out, no sidecar, uid 1337",
+     [pod("istio-system", "istiod-x", run_as=1337,
+          labels={"app": "istiod", "istio.io/rev": REV, "sidecar.istio.io/inject": "false"})],
+     []),
+    ("an opted-out pod in an injected namespace",
+     [namespace("optout", rev=REV),
+      pod("optout", "batch", run_as=1337, labels={"sidecar.istio.io/inject": "false"})],
+     []),
 ]  # fmt: skip
 
 

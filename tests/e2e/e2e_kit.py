@@ -116,6 +116,26 @@ def is_injected(pod: dict[str, Any]) -> bool:
     return "istio-proxy" in names
 
 
+def label_for_injection(cluster: Cluster, namespace: str, *labels: str) -> None:
+    """Label the namespace, then wait until the API server injects there: it matches webhooks
+    against namespaces from a cache, so a pod created right after `kubectl label` could still
+    meet the old labels. A server-side dry run calls the webhook and stores nothing."""
+    cluster.kubectl("label", "namespace", namespace, *labels, "--overwrite")
+    probe = (
+        '{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "e2e-injection-probe"},'
+        ' "spec": {"containers": [{"name": "probe", "image": "probe"}]}}'
+    )
+
+    def injects() -> bool:
+        created = cluster.kubectl(
+            "create", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-",
+            input=probe, check=False,
+        )  # fmt: skip
+        return created.returncode == 0 and is_injected(orjson.loads(created.stdout))
+
+    wait_for(f"the API server to inject pods in namespace {namespace}", injects)
+
+
 @dataclass
 class ControlPlane:
     """One installed revision and its running `sidemesh discovery --kube`."""
@@ -179,15 +199,18 @@ class ControlPlane:
             files[name] = path
         return files
 
-    def start(self) -> None:
-        """Run discovery as the pod would, and wait until the webhook is ready and trusted."""
+    def start(self, *, flags_only: bool = False) -> None:
+        """Run discovery as the pod would, and wait until the webhook is ready and trusted.
+
+        `flags_only`: the kubeconfig by `--kubeconfig` (not $KUBECONFIG), and no serving
+        certificate files (discovery --kube picks a private directory itself)."""
         kubeconfig = self.service_account_kubeconfig()
         files = self.write_mounted_config()
         certs = self.workdir / "webhook-certs"
         certs.mkdir(exist_ok=True)
         env = {
             **{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
-            "KUBECONFIG": str(kubeconfig),
+            **({} if flags_only else {"KUBECONFIG": str(kubeconfig)}),
             "POD_NAME": f"istiod-{self.revision}-e2e-{self.webhook_port}",
             "POD_NAMESPACE": "istio-system",
             "REVISION": self.revision,
@@ -199,8 +222,10 @@ class ControlPlane:
             "--injector-config", str(files["config"]),
             "--values", str(files["values"]),
             "--mesh-config", str(files["mesh"]),
-            "--tls-cert-file", str(certs / "tls.crt"),
-            "--tls-key-file", str(certs / "tls.key"),
+            *(["--kubeconfig", str(kubeconfig)] if flags_only else [
+                "--tls-cert-file", str(certs / "tls.crt"),
+                "--tls-key-file", str(certs / "tls.key"),
+            ]),
             "--host", "127.0.0.1",
             "--port", str(self.webhook_port),
             "--xds-tls-port", str(free_port()),
@@ -227,6 +252,15 @@ class ControlPlane:
         except OSError:
             return False
 
+    def webhook_metrics(self) -> str:
+        """The webhook's Prometheus text (`/metrics` on the webhook port)."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        url = f"https://127.0.0.1:{self.webhook_port}/metrics"
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            return str(response.read().decode())
+
     def _ca_bundle_set(self) -> bool:
         name = f"istio-sidecar-injector-{self.revision}"
         configuration = self.cluster.get_json("mutatingwebhookconfiguration", name)
@@ -234,6 +268,14 @@ class ControlPlane:
             (hook.get("clientConfig") or {}).get("caBundle")
             for hook in configuration.get("webhooks") or []
         )
+
+    def lease(self) -> dict[str, Any] | None:
+        """The revision's leader-election Lease, if it exists."""
+        name = f"istiod-{self.revision}-leader"
+        found: dict[str, Any] | None = self.cluster.try_get_json(
+            "lease", name, "-n", "istio-system"
+        )
+        return found
 
     def log(self) -> str:
         try:

@@ -13,6 +13,7 @@ object is a 404 (server-side apply creates it on a real API server). This subcla
 * uid and creationTimestamp on create.
 * labelSelector on list and watch (`k=v`, `k!=v`, `k`, `!k`, `k in (..)`, `k notin (..)`).
 * JSON Patch is refused (415) so accidental use shows up in tests.
+* SubjectAccessReviews are answered (denied; `allow_everything` allows), not stored.
 
 It is an in-memory fake of the API, not a cluster: no controllers, no admission, no GC.
 """
@@ -136,6 +137,7 @@ class ApiServer(kmock.KubernetesEmulator):
     _write_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     # Tests flip this to make every API request fail with 503, as during an API-server restart.
     unavailable: bool = attrs.field(default=False, init=False)
+    allow_everything: bool = attrs.field(default=False, init=False)  # SubjectAccessReviews
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -154,6 +156,12 @@ class ApiServer(kmock.KubernetesEmulator):
             enums.action.UPDATE,
         ):
             return await super()._handle(request)
+        if getattr(request.resource, "plural", None) == "subjectaccessreviews":
+            # A review is answered, never stored; this API has no RBAC: it says no, unless a
+            # test plays a permissive cluster.
+            review = copy.deepcopy(request.data) if isinstance(request.data, dict) else {}
+            review["status"] = {"allowed": self.allow_everything}
+            return aiohttp.web.json_response(review, status=201)
         async with self._write_lock:
             prepared = self._prepare_write(request)
             if prepared is None:

@@ -173,8 +173,9 @@ async def test_a_crd_installed_by_someone_else_is_left_alone(
 ) -> None:
     values, chosen = load_install_values([], [], revision="blue")
     [ours] = [
-        o for o in manifests.render(values, chosen) if o["kind"] == "CustomResourceDefinition"
-    ]
+        o for o in manifests.render(values, chosen)
+        if o["metadata"]["name"] == "peerauthentications.security.istio.io"
+    ]  # fmt: skip
     theirs = copy.deepcopy(ours)
     theirs["metadata"]["labels"] = {"app": "istio-pilot", "release": "istio-base"}
     theirs["spec"]["versions"] = [{**v, "storage": v["name"] == "v1beta1"}
@@ -193,3 +194,47 @@ async def test_a_crd_installed_by_someone_else_is_left_alone(
     reports.clear()
     await installer.install(client, values, chosen, report=reports.append)
     assert not any(r.startswith("kept ") for r in reports)
+
+
+async def test_uninstall_takes_write_access_away_before_the_control_planes_own_state(
+    api: ApiServer, client: AsyncClient
+) -> None:
+    """A discovery still running (in a pod not yet gone, or outside the cluster) recreates its
+    Lease and certificate Secret while it may write; uninstall deletes them only once its
+    RBAC is gone, so nothing of the revision is left when uninstall returns."""
+    await _install(client, "blue")
+    labels = {"install.sidemesh.io/revision": "blue"}
+    own = {"namespace": "istio-system", "labels": labels}
+    api.store("v1/secrets", {"metadata": {"name": "istiod-blue-webhook-tls", **own}})
+    api.store("coordination.k8s.io/v1/leases", {"metadata": {"name": "istiod-blue-leader", **own}})
+    api.store("v1/secrets", {"type": "kubernetes.io/service-account-token", "metadata": {
+        "name": "istiod-blue-token-x7k2p", "namespace": "istio-system",
+        "annotations": {"kubernetes.io/service-account.name": "istiod-blue"}}})  # fmt: skip
+    deleted = await installer.uninstall(client, "blue", keep_namespace=True, report=_quiet)
+    assert "Secret/istiod-blue-token-x7k2p -n istio-system" in deleted
+    deletes = [r for r in api.writes() if r.method == "DELETE"]
+    order = [r.url.path.rsplit("/", 2)[-2:] for r in deletes]
+    position = {tuple(o): i for i, o in enumerate(order)}
+    for own in (("secrets", "istiod-blue-webhook-tls"), ("leases", "istiod-blue-leader")):
+        for rbac in ("rolebindings", "roles", "clusterrolebindings", "clusterroles"):
+            granting = [i for (kind, _), i in position.items() if kind == rbac]
+            assert granting and max(granting) < position[own], (own, rbac, order)
+    assert order[0][0] == "mutatingwebhookconfigurations"
+    assert order[-1][0] == "secrets"  # the token, after its ServiceAccount
+    deployment = next(r for r in deletes if "/deployments/" in r.url.path)
+    assert deployment.params.get("propagationPolicy") == "Foreground"
+    assert api.stored_names("v1/secrets", "istio-system") == set()
+
+
+async def test_uninstall_in_a_permissive_cluster_says_the_lease_may_come_back(
+    api: ApiServer, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another binding still lets the ServiceAccount write Leases: say so, finish anyway."""
+    monkeypatch.setattr(installer, "DENIED_TIMEOUT_SECONDS", 0.0)
+    api.allow_everything = True
+    await _install(client, "blue")
+    lines: list[str] = []
+    await installer.uninstall(client, "blue", report=lines.append)
+    warning = next(line for line in lines if line.startswith("warning: "))
+    assert "system:serviceaccount:istio-system:istiod-blue may still write Leases" in warning
+    assert api.stored_names("coordination.k8s.io/v1/leases", "istio-system") == set()

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from local_testkit import running_webhook
 
+from e2e.refusal_cases import CASES, Case
 from sidemesh.api import names
 from sidemesh.local.admission import (
     AdmissionError,
@@ -221,7 +222,7 @@ def test_denial_is_reported_as_the_api_server_words_it() -> None:
             {
                 "apiVersion": "admission.k8s.io/v1",
                 "kind": "AdmissionReview",
-                "response": {"uid": uid, "allowed": False, "result": {"message": "bad annotation"}},
+                "response": {"uid": uid, "allowed": False, "status": {"message": "bad annotation"}},
             }
         )
 
@@ -278,3 +279,39 @@ def test_review_shape() -> None:
     assert request["uid"] == "abc" and request["namespace"] == "demo"
     assert request["kind"] == {"group": "", "version": "v1", "kind": "Pod"}
     assert request["resource"] == {"group": "", "version": "v1", "resource": "pods"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_refusals_and_warnings_read_as_on_the_real_api_server(case: Case) -> None:
+    """The table tests/e2e/test_e2e_refusals.py checks against kubectl and a real API server."""
+    pod = apply_pod_defaults(case.pod())
+    pod["metadata"]["namespace"] = "demo"
+    with running_webhook("canary") as hook:
+        try:
+            result = admit(
+                pod,
+                "demo",
+                namespace_labels={"istio.io/rev": "canary"},
+                control_planes=[_plane("canary")],
+                services=_services("canary"),
+                ca_pem=hook.root_pem,
+                connect=hook.connect,
+            )
+        except AdmissionError as exc:
+            assert not isinstance(exc, WebhookCallError)
+            assert str(exc) == case.refusal
+            return
+    assert case.refusal is None, "the pod was admitted"
+    assert result.warnings == case.warnings
+    assert result.injected_by == "canary"
+
+
+def test_a_denial_without_status_reads_without_explanation() -> None:
+    """The API server reads only `response.status`; anything else (e.g. a `result` key) is
+    dropped, and the denial then has no reason."""
+    for response in ({"result": {"message": "m"}}, {}, {"status": {"reason": "Because"}}):
+        body = _answer("1", allowed=False, **response)
+        with pytest.raises(AdmissionError) as caught:
+            read_answer(body, {}, request_uid="1", webhook="w")
+        expected = ": Because" if response.get("status") else " without explanation"
+        assert str(caught.value) == f'admission webhook "w" denied the request{expected}'

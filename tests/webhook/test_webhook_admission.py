@@ -30,7 +30,7 @@ def test_injected_pod_gets_a_base64_json_patch(api_version: str) -> None:
     assert response["allowed"] is True
     assert response["patchType"] == "JSONPatch"
     assert orjson.loads(base64.b64decode(response["patch"])) == PATCH
-    assert "result" not in response and "warnings" not in response
+    assert "status" not in response and "warnings" not in response
 
 
 def test_skipped_pod_is_allowed_without_patch() -> None:
@@ -43,7 +43,7 @@ def test_denied_pod_carries_the_reason_as_message() -> None:
     result = review(orjson.dumps(make_review()), admitter)
     response = orjson.loads(result.body)["response"]
     assert response["allowed"] is False
-    assert response["result"] == {"message": "annotation sidecar.istio.io/proxyCPU: bad quantity"}
+    assert response["status"] == {"message": "annotation sidecar.istio.io/proxyCPU: bad quantity"}
     assert "patch" not in response
     assert (result.kind, result.code) == ("denied", "invalid-annotation")
 
@@ -84,7 +84,7 @@ def test_exception_in_admit_denies_the_pod() -> None:
     response = orjson.loads(result.body)["response"]
     assert result.status == 200
     assert response["uid"] == "u1" and response["allowed"] is False
-    assert "RuntimeError: template exploded" in response["result"]["message"]
+    assert "RuntimeError: template exploded" in response["status"]["message"]
     assert isinstance(result.error, RuntimeError)
     assert (result.kind, result.code) == ("denied", "internal-error")
 
@@ -93,7 +93,7 @@ def test_unencodable_exception_message_still_answers() -> None:
     admitter = FakeAdmitter(error=ValueError("lone surrogate \udc80"))
     response = answer(make_review(), admitter)["response"]
     assert response["allowed"] is False
-    assert "\\udc80" in response["result"]["message"]
+    assert "\\udc80" in response["status"]["message"]
 
 
 def test_unknown_outcome_kind_fails_closed() -> None:
@@ -172,5 +172,5 @@ def test_inadmissible_requests_are_denied_with_a_reason(document: dict[str, Any]
     assert body["apiVersion"] == "admission.k8s.io/v1"
     assert response["uid"] == document["request"]["uid"]
     assert response["allowed"] is False
-    assert response["result"]["message"]
+    assert response["status"]["message"]
     assert admitter.calls == []

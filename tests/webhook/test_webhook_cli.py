@@ -54,3 +54,28 @@ def test_tls_files_are_required() -> None:
     result = CliRunner().invoke(discovery, [])
     assert result.exit_code == 2
     assert "--tls-cert-file" in result.output
+    assert "--kube, which creates them" in result.output
+
+
+def test_with_kube_the_serving_files_are_discoverys_own(tmp_path: Path) -> None:
+    """--kube writes the pair itself: no flags needed, and the default place is private."""
+    from sidemesh.cli.discovery import _serving_files
+
+    cert_file, key_file = _serving_files(None, None, kube=True)
+    assert cert_file.parent == key_file.parent and cert_file.name == "tls.crt"
+    assert cert_file.parent.stat().st_mode & 0o777 == 0o700
+    cert_file.parent.rmdir()
+    given = (tmp_path / "c", tmp_path / "k")
+    assert _serving_files(*given, kube=True) == given
+
+
+def test_half_a_pair_is_refused_even_with_kube(tmp_path: Path) -> None:
+    result = CliRunner().invoke(discovery, ["--kube", "--tls-cert-file", str(tmp_path / "c")])
+    assert result.exit_code == 2
+    assert "--tls-cert-file and --tls-key-file are required together" in result.output
+
+
+def test_kubeconfig_needs_kube(tmp_path: Path) -> None:
+    result = CliRunner().invoke(discovery, [*tls_args(tmp_path), "--kubeconfig", "/dev/null"])
+    assert result.exit_code == 2
+    assert "--kubeconfig needs --kube" in result.output

@@ -62,7 +62,7 @@ def check_review(response: Response, sent: Any) -> None:
     uid = sent["request"]["uid"]
     assert isinstance(uid, str) and answer["uid"] == uid
     if answer["allowed"] is False:
-        assert isinstance(answer["result"]["message"], str)
+        assert isinstance(answer["status"]["message"], str)
     if "patch" in answer:
         assert answer["patchType"] == "JSONPatch"
         assert isinstance(orjson.loads(base64.b64decode(answer["patch"], validate=True)), list)

@@ -153,7 +153,7 @@ async def test_exception_in_admit_is_a_denial_not_a_500() -> None:
     assert response.status == 200
     body = response.json()["response"]
     assert body["uid"] == "boom" and body["allowed"] is False
-    assert "KeyError" in body["result"]["message"]
+    assert "KeyError" in body["status"]["message"]
 
 
 def metric(text: str, sample: str) -> float:

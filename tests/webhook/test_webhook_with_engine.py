@@ -17,7 +17,7 @@ async def test_real_injection_through_the_webhook() -> None:
     assert response.status == 200
     answer = response.json()["response"]
     assert answer["uid"] == "engine-uid"
-    assert answer["allowed"] is True, answer.get("result")
+    assert answer["allowed"] is True, answer.get("status")
     assert answer["patchType"] == "JSONPatch"
     operations = response.patch()
     assert b"istio-proxy" in orjson.dumps(operations)

@@ -115,8 +115,14 @@ def pod_injection(view: InjectionView, scope: Scope) -> Iterator[Finding]:
 
 def application_uid(view: InjectionView, scope: Scope) -> Iterator[Finding]:
     """IST0144: traffic from uid 1337 is never captured, so an app running as it bypasses
-    the sidecar."""
+    the sidecar. Only pods that have a sidecar, or would get one if created now, are checked:
+    without one nothing is captured, so the control plane's own pods (opted out, running as
+    1337 like istiod) and any other opted-out pod are not findings."""
     for pod in view.snapshot.pods_in(scope):
+        if injected_revision(pod) is None:
+            expectation = view.expect(pod_with_kind(pod))
+            if expectation is None or expectation.revision is None:
+                continue
         spec = pod.get("spec") if isinstance(pod.get("spec"), Mapping) else {}
         assert isinstance(spec, Mapping)
         pod_context = spec.get("securityContext") or {}

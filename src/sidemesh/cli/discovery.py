@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import ssl
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -26,8 +27,13 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command("discovery")
-@click.option("--tls-cert-file", type=_FILE, required=True, help="Serving certificate (PEM).")
-@click.option("--tls-key-file", type=_FILE, required=True, help="Serving private key (PEM).")
+@click.option(
+    "--tls-cert-file",
+    type=_FILE,
+    help="Serving certificate (PEM). Required without --kube; with --kube discovery writes "
+    "it itself (default: a private directory of its own).",
+)
+@click.option("--tls-key-file", type=_FILE, help="Serving private key (PEM); see --tls-cert-file.")
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=15017, show_default=True, help="HTTPS port."
 )
@@ -41,6 +47,20 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
     is_flag=True,
     help="In a cluster: own the webhook certificate (in a Secret), keep caBundle correct, "
     "elect a leader for these duties.",
+)
+@click.option(
+    "--kubeconfig",
+    type=_FILE,
+    default=None,
+    help="With --kube: kubeconfig file (default: in-cluster service account, $KUBECONFIG, "
+    "~/.kube/config).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Least severe log level shown (debug includes every Kubernetes API request).",
 )
 @click.option(
     "--registry-file",
@@ -85,8 +105,8 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 )
 def discovery(
     *,
-    tls_cert_file: Path,
-    tls_key_file: Path,
+    tls_cert_file: Path | None,
+    tls_key_file: Path | None,
     port: int,
     host: str,
     injector_config: Path | None,
@@ -94,6 +114,8 @@ def discovery(
     values: Path | None,
     revision: str,
     kube: bool,
+    kubeconfig: Path | None,
+    log_level: str,
     registry_files: tuple[Path, ...],
     ca_dir: Path | None,
     token_file: Path | None,
@@ -102,6 +124,11 @@ def discovery(
     monitoring_port: int,
 ) -> None:
     """Run the control plane: the sidecar injection webhook over HTTPS."""
+    # First, so that everything below (the certificate Secret, the Lease, caBundle) is logged.
+    configure_logging(log_level)
+    tls_cert_file, tls_key_file = _serving_files(tls_cert_file, tls_key_file, kube=kube)
+    if kubeconfig is not None and not kube:
+        raise click.UsageError("--kubeconfig needs --kube")
     # Imported here so that `sidemesh --help` does not load the engine or uvicorn.
     from sidemesh.inject.engine import Injector
     from sidemesh.inject.template import TemplateError
@@ -115,10 +142,12 @@ def discovery(
             injector_config=injector_config,
             mesh_config=mesh_config,
             values=values,
+            server_version=read_server_version(kubeconfig) if kube else None,
         )
     except (ConfigError, TemplateError) as exc:
         _fail(str(exc))
     extra_metrics: tuple[Callable[[], bytes], ...] = ()
+    duties = None
     if kube:
         # Returns once the serving pair exists in the files below (created or loaded from the
         # cluster); the duties then run on their own thread, retrying while the API is away.
@@ -128,12 +157,13 @@ def discovery(
 
         # Istio's ISTIOD_CUSTOM_HOST: more names for the webhook's serving certificate.
         custom_hosts = parse_custom_hosts(os.environ.get("ISTIOD_CUSTOM_HOST", ""))
-        start_cluster_duties(
+        duties = start_cluster_duties(
             DutySettings(
                 revision=revision,
                 cert_file=tls_cert_file,
                 key_file=tls_key_file,
                 policy=CertPolicy(custom_hosts=custom_hosts),
+                kubeconfig=kubeconfig,
             )
         )
         extra_metrics = (KUBE_METRICS.render,)
@@ -141,9 +171,6 @@ def discovery(
         # xDS, the CA and the registry, on their own thread and loop (see xds.launch).
         from sidemesh.xds.launch import LaunchError, MeshServing, start_control_plane
 
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
         try:
             mesh_plane = start_control_plane(
                 MeshServing(
@@ -157,6 +184,7 @@ def discovery(
                     ca_dir=ca_dir,
                     token_file=token_file,
                     kube=kube,
+                    kubeconfig=kubeconfig,
                 )
             )
         except LaunchError as exc:
@@ -168,19 +196,87 @@ def discovery(
         reason = exc.strerror if exc.strerror and not isinstance(exc, ssl.SSLError) else exc
         _fail(f"{tls_cert_file}, {tls_key_file}: cannot load the TLS certificate and key: {reason}")
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log.info("sidecar injection webhook starting: revision=%s port=%d", revision, port)
     # Everything loaded so far lives as long as the process: keep the cyclic collector from
     # rescanning it on every collection of the request path's short-lived objects.
     gc.freeze()
-    serve_https(
-        WebhookApp(injector, extra_metrics=extra_metrics),
-        host=host,
-        port=port,
-        cert_file=tls_cert_file,
-        key_file=tls_key_file,
-        context=context,
+    try:
+        serve_https(
+            WebhookApp(injector, extra_metrics=extra_metrics),
+            host=host,
+            port=port,
+            cert_file=tls_cert_file,
+            key_file=tls_key_file,
+            context=context,
+        )
+    finally:
+        if duties is not None:
+            # SIGTERM ends serve_https: give the Lease up (client-go's ReleaseOnCancel) so a
+            # successor takes over at once instead of a whole lease term later.
+            duties.stop(timeout=10.0)
+            log.info("cluster duties stopped")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    from sidemesh.kube.client import log_requests_at_debug
+
+    log_requests_at_debug()
+
+
+def _serving_files(
+    cert_file: Path | None, key_file: Path | None, *, kube: bool
+) -> tuple[Path, Path]:
+    """The serving pair's files: as given, or (with --kube, which writes them) a private
+    directory of this process's own."""
+    if cert_file is not None and key_file is not None:
+        return cert_file, key_file
+    if not kube or (cert_file is None) != (key_file is None):
+        raise click.UsageError(
+            "--tls-cert-file and --tls-key-file are required"
+            + (" together" if kube else " (or --kube, which creates them)")
+        )
+    directory = Path(tempfile.mkdtemp(prefix="sidemesh-webhook-"))  # mode 0700
+    log.info("webhook serving certificate and key go to %s", directory)
+    return directory / "tls.crt", directory / "tls.key"
+
+
+def read_server_version(kubeconfig: Path | None, attempts: int = 5) -> tuple[int, int] | None:
+    """The API server's Kubernetes version, read once at start (what the injector may use,
+    e.g. native sidecars); None (logged) if the server cannot say."""
+    import asyncio
+
+    from sidemesh.kube.client import ClusterAccessError, describe_error, make_client, server_version
+    from sidemesh.kube.retry import DEFAULT_BACKOFF
+
+    async def read() -> tuple[int, int] | None:
+        delays = DEFAULT_BACKOFF.delays()
+        async with make_client(kubeconfig) as client:
+            for attempt in range(1, attempts + 1):
+                try:
+                    return await server_version(client)
+                except Exception as exc:
+                    failure = describe_error(exc)
+                    if attempt == attempts:
+                        log.warning(
+                            "cannot read the Kubernetes version (%s); pods are injected as "
+                            "configured, e.g. native sidecars even where the server has none",
+                            failure,
+                        )
+                        return None
+                    log.warning("reading the Kubernetes version failed, again: %s", failure)
+                    await asyncio.sleep(next(delays))
+        return None
+
+    try:
+        version = asyncio.run(read())
+    except ClusterAccessError as exc:
+        _fail(str(exc))
+    if version is not None:
+        log.info("Kubernetes API server version %d.%d", *version)
+    return version
 
 
 def _fail(message: str) -> NoReturn:

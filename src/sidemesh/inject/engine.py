@@ -8,6 +8,7 @@ Outcome whose reason names what to fix.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,11 @@ from sidemesh.inject.identity import Workload
 from sidemesh.inject.memo import Memo
 from sidemesh.inject.merge import apply_template, combine_templates, reorder
 from sidemesh.inject.outcome import Outcome
-from sidemesh.inject.params import InjectionParams, read_params
+from sidemesh.inject.params import InjectionParams, native_sidecar_requested, read_params
 from sidemesh.inject.patch import encode_patch
 from sidemesh.inject.probes import rewrite_probes
 from sidemesh.inject.prometheus import merge_annotations
-from sidemesh.inject.settings import InjectorSettings
+from sidemesh.inject.settings import NATIVE_SIDECAR_SINCE, InjectorSettings
 from sidemesh.inject.status import injected_names, status_annotation, uninject
 from sidemesh.inject.template import TemplateError, TemplateSet
 
@@ -90,6 +91,7 @@ class Injector:
         injector_config: Path | None = None,
         mesh_config: Path | None = None,
         values: Path | None = None,
+        server_version: tuple[int, int] | None = None,
     ) -> Injector:
         """Raises ConfigError (naming the file) or TemplateError (naming the template)."""
         return cls(
@@ -98,6 +100,7 @@ class Injector:
                 config=load_injector_config(injector_config),
                 values=load_injector_values(values),
                 mesh=load_mesh_config(mesh_config),
+                server_version=server_version,
             )
         )
 
@@ -105,11 +108,37 @@ class Injector:
         return should_inject(pod, namespace, self.settings.config, manual=manual)
 
     def params(self, pod: dict[str, Any]) -> InjectionParams:
-        return read_params(
+        params = read_params(
             pod_annotations(pod),
             values=self.settings.values,
             mesh=self.settings.mesh,
             default_templates=self.settings.config.default_templates,
+        )
+        if params.native_sidecar and not self.settings.native_sidecars_supported:
+            params = dataclasses.replace(params, native_sidecar=False)  # see native_fallback
+        return params
+
+    def native_fallback(self, pod: dict[str, Any]) -> tuple[str, ...]:
+        """The warning for a native sidecar asked for on a server that has none (injected
+        the classic way instead); empty when there is nothing to say."""
+        version = self.settings.server_version
+        if version is None or self.settings.native_sidecars_supported:
+            return ()
+        annotations = pod_annotations(pod)
+        if not native_sidecar_requested(annotations, self.settings.values):
+            return ()
+        asked = (
+            f"annotation {names.ANNOTATION_NATIVE_SIDECAR}="
+            f"{annotations[names.ANNOTATION_NATIVE_SIDECAR]}"
+            if names.ANNOTATION_NATIVE_SIDECAR in annotations
+            else "sidecarInjectorWebhook.nativeSidecar=true"
+        )
+        since = ".".join(map(str, NATIVE_SIDECAR_SINCE))
+        return (
+            f"{asked} asks for a native sidecar, but the API server runs Kubernetes "
+            f"{version[0]}.{version[1]} (native sidecars, init containers with restartPolicy "
+            f"Always, need {since} or later): {names.CONTAINER_PROXY} was injected as a classic "
+            "sidecar container instead",
         )
 
     def inject(
@@ -254,6 +283,6 @@ class Injector:
             )
         return Outcome(
             "injected", decision.code, decision.reason, revision,
-            patch=patch, pod=injected, warnings=decision.warnings,
+            patch=patch, pod=injected, warnings=decision.warnings + self.native_fallback(pod),
             patch_base64=base64.b64encode(patch).decode("ascii"),
         )  # fmt: skip

@@ -88,6 +88,13 @@ def _bool(annotations: Mapping[str, str], name: str, default: bool) -> bool:
     return default if value is None else ann.parse_bool(name, value)
 
 
+def native_sidecar_requested(annotations: Mapping[str, str], values: InjectorValues) -> bool:
+    """The pod's `sidecar.istio.io/nativeSidecar`, else `sidecarInjectorWebhook.nativeSidecar`."""
+    return _bool(
+        annotations, names.ANNOTATION_NATIVE_SIDECAR, values.sidecar_injector_webhook.native_sidecar
+    )
+
+
 def _text(annotations: Mapping[str, str], name: str, default: str) -> str:
     value = ann.get(annotations, name)
     return default if value is None else value
@@ -267,11 +274,7 @@ def read_params(
     return InjectionParams(
         templates=templates,
         image=image,
-        native_sidecar=_bool(
-            annotations,
-            names.ANNOTATION_NATIVE_SIDECAR,
-            values.sidecar_injector_webhook.native_sidecar,
-        ),
+        native_sidecar=native_sidecar_requested(annotations, values),
         proxy_config=proxy_config,
         hold_application=proxy_config.hold_application_until_proxy_starts
         or proxy_values.hold_application_until_proxy_starts,

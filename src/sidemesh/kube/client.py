@@ -6,6 +6,7 @@ resource types, the connection, server-side apply and watches.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ApiError, ConfigError
 from lightkube.core.resource import NamespacedResource
 from lightkube.core.resource_registry import resource_registry
-from lightkube.types import PatchType
+from lightkube.types import CascadeType, PatchType
 
 from sidemesh.install.naming import FIELD_MANAGER
 
@@ -137,10 +138,18 @@ async def list_objects(
     return [as_dict(o) async for o in client.list(res, **kwargs)]
 
 
-async def delete(client: AsyncClient, res: Any, name: str, namespace: str | None = None) -> bool:
-    """Delete; False if it was already gone."""
+async def delete(
+    client: AsyncClient,
+    res: Any,
+    name: str,
+    namespace: str | None = None,
+    *,
+    cascade: CascadeType | None = None,
+) -> bool:
+    """Delete; False if it was already gone. `cascade=FOREGROUND` keeps the object (being
+    deleted) until the garbage collector has deleted its dependents."""
     try:
-        await client.delete(res, name, namespace=namespace)
+        await client.delete(res, name, namespace=namespace, cascade=cascade)
     except ApiError as exc:
         if is_not_found(exc):
             return False
@@ -159,13 +168,69 @@ async def merge_patch(
     return as_dict(patched)
 
 
+# What to do about the refusals retrying cannot fix by itself.
+_STATUS_HINTS = {
+    401: "the API server does not accept these credentials: the ServiceAccount (or its token) "
+    "is gone or expired; reinstall the revision (sidemesh install) or fix the kubeconfig",
+    403: "RBAC does not allow it: the revision's Role/ClusterRole is missing or out of date; "
+    "reinstall the revision (sidemesh install --revision REV)",
+}
+
+
 def describe_error(exc: BaseException) -> str:
     """One line a user can act on, for the errors talking to the API produces."""
     if isinstance(exc, ApiError):
         status = exc.status
-        return f"Kubernetes API: {status.code} {status.reason}: {status.message}"
+        line = f"Kubernetes API: {status.code} {status.reason}: {status.message}"
+        hint = _STATUS_HINTS.get(int(status.code or 0))
+        return f"{line} ({hint})" if hint else line
     if isinstance(exc, httpx2.HTTPStatusError):
-        return f"Kubernetes API: HTTP {exc.response.status_code} for {exc.request.url}"
+        code = exc.response.status_code
+        line = f"Kubernetes API: HTTP {code} for {exc.request.url}"
+        hint = _STATUS_HINTS.get(code)
+        return f"{line} ({hint})" if hint else line
     if isinstance(exc, httpx2.TransportError):
         return f"cannot reach the Kubernetes API server: {exc}"
     return str(exc)
+
+
+REQUEST_LOGGERS = ("httpx", "httpx2")  # each logs every request ("HTTP Request: ...") at INFO
+
+
+class _RequestsAtDebug(logging.Filter):
+    """Re-levels the HTTP clients' per-request INFO lines to DEBUG (an idle control plane makes
+    about one request a second); failures are logged by our callers, with what to do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_REQUESTS_AT_DEBUG = _RequestsAtDebug()
+
+
+def log_requests_at_debug() -> None:
+    """Install the filter on the HTTP clients' loggers (idempotent)."""
+    for name in REQUEST_LOGGERS:
+        logging.getLogger(name).addFilter(_REQUESTS_AT_DEBUG)
+
+
+def parse_server_version(document: Mapping[str, Any]) -> tuple[int, int]:
+    """(major, minor) from the API server's /version (`minor` may read like "24+")."""
+    try:
+        major = int(str(document["major"]).rstrip("+"))
+        minor = int(str(document["minor"]).rstrip("+"))
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"unreadable Kubernetes version {dict(document)!r}") from exc
+    return major, minor
+
+
+async def server_version(client: AsyncClient) -> tuple[int, int]:
+    """The API server's Kubernetes version (GET /version)."""
+    # lightkube has no call for the non-resource path /version: use its configured connection.
+    http: httpx2.AsyncClient = client._client._client
+    response = await http.get("/version")
+    response.raise_for_status()
+    return parse_server_version(response.json())

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 from lightkube import AsyncClient
+from lightkube.codecs import from_dict
+from lightkube.core.exceptions import ApiError
+from lightkube.types import CascadeType
 
 from sidemesh.api import names
 from sidemesh.install import manifests, naming
@@ -21,22 +26,38 @@ class InstallError(Exception):
 
 MWC = ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")
 
-# What uninstall deletes (by the install label), webhook first: it fails closed, so it must
-# not outlive the Deployment that answers it. Secret and Lease are the control plane's own.
-UNINSTALL_KINDS: tuple[tuple[str, str, bool], ...] = (
-    (*MWC, False),
-    ("policy/v1", "PodDisruptionBudget", True),
-    ("apps/v1", "Deployment", True),
-    ("v1", "Service", True),
-    ("v1", "ConfigMap", True),
-    ("v1", "Secret", True),
-    ("coordination.k8s.io/v1", "Lease", True),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding", True),
-    ("rbac.authorization.k8s.io/v1", "Role", True),
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", False),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole", False),
-    ("v1", "ServiceAccount", True),
+# What uninstall deletes (by the install label), in this order. The webhook first: it fails
+# closed, so it must not outlive the Deployment that answers it. The Deployment and Service with
+# their dependents (ReplicaSets, pods, EndpointSlices), waited for: a terminating istiod gives
+# its Lease up. Then the RBAC that lets the control plane write, and only after it the Secret
+# and Lease that the control plane writes itself: a discovery that still runs (anywhere) can no
+# longer recreate them. The ServiceAccount last, with the token Secret Kubernetes made for it.
+# (api_version, kind, namespaced, wait): `wait` deletes in the foreground and waits until gone.
+UNINSTALL_KINDS: tuple[tuple[str, str, bool, bool], ...] = (
+    (*MWC, False, False),
+    ("policy/v1", "PodDisruptionBudget", True, False),
+    ("apps/v1", "Deployment", True, True),
+    ("apps/v1", "ReplicaSet", True, True),
+    ("v1", "Pod", True, True),
+    ("v1", "Service", True, True),
+    ("v1", "Endpoints", True, False),
+    ("discovery.k8s.io/v1", "EndpointSlice", True, False),
+    ("v1", "ConfigMap", True, False),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", True, False),
+    ("rbac.authorization.k8s.io/v1", "Role", True, False),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", False, False),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", False, False),
+    ("v1", "Secret", True, False),
+    ("coordination.k8s.io/v1", "Lease", True, False),
+    ("v1", "ServiceAccount", True, False),
 )
+# Objects the cluster derives from ours (pods, endpoints) carry our labels but are not reported.
+DERIVED_KINDS = frozenset({"ReplicaSet", "Pod", "Endpoints", "EndpointSlice"})
+GONE_TIMEOUT_SECONDS = 120.0  # a terminating istiod pod has 30 s of grace by default
+DENIED_TIMEOUT_SECONDS = 10.0  # the authorizer's RBAC cache lags by milliseconds
+POLL_SECONDS = 0.25
+TOKEN_TYPE = "kubernetes.io/service-account-token"
+TOKEN_ACCOUNT = "kubernetes.io/service-account.name"
 
 
 def _labels(obj: dict[str, Any]) -> dict[str, str]:
@@ -119,19 +140,14 @@ async def uninstall(
             f"sidemesh tag set {tags[0]} --revision OTHER --overwrite, or sidemesh tag remove "
             f"{tags[0]}"
         )
-    selector = {naming.LABEL_INSTALL_REVISION: revision}
     deleted: list[str] = []
-    for api_version, kind, namespaced in UNINSTALL_KINDS:
-        res = kube.resource_type(api_version, kind)
-        namespace = naming.NAMESPACE if namespaced else None
-        for obj in await kube.list_objects(client, res, namespace=namespace, labels=selector):
-            if _labels(obj).get(naming.LABEL_INSTALL_REVISION) != revision:
-                continue  # never trust a selector with another revision's objects
-            metadata = obj["metadata"]
-            if await kube.delete(client, res, metadata["name"], metadata.get("namespace")):
-                described = manifests.describe({"kind": kind, "metadata": metadata})
-                deleted.append(described)
-                report(f"deleted {described}")
+    # A second pass catches what a controller recreated from a cache that had not yet seen
+    # the first (an Endpoints object, say); by then every owner is gone.
+    for _ in range(3):
+        removed = await _delete_revision_objects(client, revision, report=report)
+        deleted += removed
+        if not removed:
+            break
     if not keep_namespace and not await _any_revision_left(client):
         namespace_obj = await kube.get(
             client, kube.resource_type("v1", "Namespace"), naming.NAMESPACE
@@ -140,6 +156,111 @@ async def uninstall(
             await kube.delete(client, kube.resource_type("v1", "Namespace"), naming.NAMESPACE)
             deleted.append(f"Namespace/{naming.NAMESPACE}")
             report(f"deleted Namespace/{naming.NAMESPACE} (no revision left)")
+    return deleted
+
+
+async def _delete_revision_objects(
+    client: AsyncClient, revision: str, *, report: Report
+) -> list[str]:
+    selector = {naming.LABEL_INSTALL_REVISION: revision}
+    deleted: list[str] = []
+    accounts: list[str] = []
+    for api_version, kind, namespaced, wait in UNINSTALL_KINDS:
+        res = kube.resource_type(api_version, kind)
+        namespace = naming.NAMESPACE if namespaced else None
+        for obj in await kube.list_objects(client, res, namespace=namespace, labels=selector):
+            if _labels(obj).get(naming.LABEL_INSTALL_REVISION) != revision:
+                continue  # never trust a selector with another revision's objects
+            metadata = obj["metadata"]
+            name, obj_namespace = metadata["name"], metadata.get("namespace")
+            cascade = CascadeType.FOREGROUND if wait else None
+            if not await kube.delete(client, res, name, obj_namespace, cascade=cascade):
+                continue
+            described = manifests.describe({"kind": kind, "metadata": metadata})
+            if wait:
+                await _wait_until_gone(client, res, name, obj_namespace, described)
+            if kind == "ServiceAccount":
+                accounts.append(name)
+            if kind == "ClusterRole":
+                await _wait_until_denied(client, revision, report=report)
+            if kind not in DERIVED_KINDS:
+                deleted.append(described)
+                report(f"deleted {described}")
+    deleted += await _delete_account_tokens(client, accounts, report=report)
+    return deleted
+
+
+async def _wait_until_gone(
+    client: AsyncClient, res: Any, name: str, namespace: str | None, described: str
+) -> None:
+    """Foreground deletion keeps the object until its dependents are deleted: wait for that."""
+    deadline = time.monotonic() + GONE_TIMEOUT_SECONDS
+    while await kube.get(client, res, name, namespace) is not None:
+        if time.monotonic() > deadline:
+            raise InstallError(
+                f"{described} is still being deleted after {GONE_TIMEOUT_SECONDS:.0f} s (its "
+                "pods terminating, or a finalizer nobody removes); run uninstall again once it "
+                "is gone: kubectl get -n istio-system pods,replicasets"
+            )
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def _wait_until_denied(client: AsyncClient, revision: str, *, report: Report) -> None:
+    """Until the API server's authorizer (which reads RBAC from a cache) has seen the RBAC go:
+    only then can the control plane no longer write what is deleted next. Bounded: another
+    binding (a permissive dev cluster) may keep granting it, which is said, not fatal."""
+    account = f"system:serviceaccount:{naming.NAMESPACE}:{naming.service_account_name(revision)}"
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": account,
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{naming.NAMESPACE}"],
+            "resourceAttributes": {
+                "namespace": naming.NAMESPACE,
+                "verb": "create",
+                "group": "coordination.k8s.io",
+                "resource": "leases",
+            },
+        },
+    }
+    deadline = time.monotonic() + DENIED_TIMEOUT_SECONDS
+    while True:
+        try:
+            answer = kube.as_dict(await client.create(from_dict(review)))
+        except ApiError as exc:  # e.g. not allowed to ask: go on without the check
+            report(f"warning: cannot check {account}'s access: {kube.describe_error(exc)}")
+            return
+        if not (answer.get("status") or {}).get("allowed"):
+            return
+        if time.monotonic() > deadline:
+            report(
+                f"warning: {account} may still write Leases after its Role was deleted (another "
+                "binding grants it); a control plane of this revision still running may recreate "
+                f"its Lease. Check: kubectl auth can-i --list --as {account}"
+            )
+            return
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def _delete_account_tokens(
+    client: AsyncClient, accounts: list[str], *, report: Report
+) -> list[str]:
+    """The token Secrets Kubernetes (before 1.24's cleanup) made for the ServiceAccounts; the
+    token controller removes them too, but not before uninstall returns."""
+    if not accounts:
+        return []
+    res = kube.resource_type("v1", "Secret")
+    deleted = []
+    for secret in await kube.list_objects(client, res, namespace=naming.NAMESPACE):
+        metadata = secret.get("metadata") or {}
+        annotations = metadata.get("annotations") or {}
+        if secret.get("type") != TOKEN_TYPE or annotations.get(TOKEN_ACCOUNT) not in accounts:
+            continue
+        if await kube.delete(client, res, metadata["name"], naming.NAMESPACE):
+            described = manifests.describe({"kind": "Secret", "metadata": metadata})
+            deleted.append(described)
+            report(f"deleted {described}")
     return deleted
 
 

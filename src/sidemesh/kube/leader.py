@@ -79,6 +79,8 @@ def _micro_time(moment: datetime.datetime) -> str:
 
 
 class LeaderElector:
+    _last_failure: str | None = None  # the last failed round's error, to log each change once
+
     def __init__(
         self,
         client: AsyncClient,
@@ -90,6 +92,7 @@ class LeaderElector:
         timings: LeaseTimings = DEFAULT_TIMINGS,
         labels: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # with `clock`, for tests
         wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
             tz=datetime.UTC
         ),
@@ -102,6 +105,7 @@ class LeaderElector:
         self.timings = timings
         self.labels = dict(labels or {})
         self.clock = clock
+        self.sleep = sleep
         self.wall_clock = wall_clock
         self.leading = asyncio.Event()
         self._observed: tuple[str, str, str] | None = None
@@ -167,19 +171,25 @@ class LeaderElector:
 
     async def _round(self) -> bool:
         try:
-            return await self.try_acquire_or_renew()
+            taken = await self.try_acquire_or_renew()
+            self._last_failure = None
+            return taken
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the API server is down: this round is lost, not the process
             self.metrics.inc("sidemesh_kube_api_failures_total", operation="lease")
-            log.info("lease %s: %s", self.name, kube.describe_error(exc))
+            # One warning per distinct failure, not one every retry period.
+            failure = kube.describe_error(exc)
+            level = logging.DEBUG if failure == self._last_failure else logging.WARNING
+            self._last_failure = failure
+            log.log(level, "lease %s: cannot take or renew it: %s", self.name, failure)
             return False
 
     async def run(self, duties: Callable[[], Awaitable[None]]) -> None:
         """Forever: become leader, run `duties` while leading, stop them on losing the Lease."""
         while True:
             while not await self._round():
-                await asyncio.sleep(self.timings.retry_period)
+                await self.sleep(self.timings.retry_period)
             self._set_leading(True)
             task = asyncio.create_task(self._supervise(duties), name=f"leader-duties-{self.name}")
             try:
@@ -194,7 +204,7 @@ class LeaderElector:
         """Returns when leadership is lost (not renewed within the renew deadline)."""
         renewed_at = self.clock()
         while True:
-            await asyncio.sleep(self.timings.retry_period)
+            await self.sleep(self.timings.retry_period)
             if await self._round():
                 renewed_at = self.clock()
             elif self.clock() - renewed_at >= self.timings.renew_deadline:
@@ -212,7 +222,7 @@ class LeaderElector:
                 raise
             except Exception:
                 log.exception("leader duties failed; restarting them")
-                await asyncio.sleep(self.timings.retry_period)
+                await self.sleep(self.timings.retry_period)
 
     def _set_leading(self, leading: bool) -> None:
         if leading == self.is_leader:
@@ -237,3 +247,4 @@ class LeaderElector:
         }
         with contextlib.suppress(ApiError):
             await kube.merge_patch(self.client, LEASE, self.name, patch, self.namespace)
+            log.info("%s released lease %s", self.identity, self.name)

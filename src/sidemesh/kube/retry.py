@@ -62,7 +62,9 @@ async def retry_forever(
             delay = next(delays)
             metrics.inc("sidemesh_kube_api_failures_total", operation=operation)
             metrics.inc("sidemesh_kube_api_retries_total", operation=operation)
-            level = logging.INFO if is_transient(exc) else logging.WARNING
+            # A transient failure is still a failure the operator should see (a warning);
+            # one retrying cannot fix (403, 422) needs them to act (an error).
+            level = logging.WARNING if is_transient(exc) else logging.ERROR
             log.log(level, "%s failed, retrying in %.1fs: %s", operation, delay,
                     describe_error(exc))  # fmt: skip
             await sleep(delay)
@@ -94,5 +96,5 @@ async def follow_forever(
         except Exception as exc:
             metrics.inc("sidemesh_kube_api_failures_total", operation=operation)
             delay = next(delays)
-            logger.info("%s failed, again in %.1fs: %s", activity, delay, describe_error(exc))
+            logger.warning("%s failed, again in %.1fs: %s", activity, delay, describe_error(exc))
             await sleep(delay)

@@ -82,6 +82,15 @@ def build_review(pod: Mapping[str, Any], namespace: str, *, uid: str | None = No
     return orjson.dumps(review)
 
 
+def denial_message(webhook: str, status: object) -> str:
+    """What the API server makes of a denial's `response.status` (metav1.Status): its message,
+    else its reason, else "without explanation" (the apiserver's webhook `ToStatusErr`)."""
+    fields = status if isinstance(status, dict) else {}
+    denied = f'admission webhook "{webhook}" denied the request'
+    explanation = fields.get("message") or fields.get("reason")
+    return f"{denied}: {explanation}" if explanation else f"{denied} without explanation"
+
+
 @dataclass(frozen=True)
 class WebhookAnswer:
     pod: dict[str, Any]
@@ -105,8 +114,7 @@ def read_answer(
         ) from None
     warnings = tuple(str(w) for w in response.get("warnings") or [])
     if not response.get("allowed"):
-        message = (response.get("result") or {}).get("message") or "denied"
-        raise AdmissionError(f'admission webhook "{webhook}" denied the request: {message}')
+        raise AdmissionError(denial_message(webhook, response.get("status")))
     patch_text = response.get("patch")
     if not patch_text:
         return WebhookAnswer(pod=pod, patched=False, warnings=warnings)

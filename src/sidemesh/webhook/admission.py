@@ -167,7 +167,7 @@ def _answer(api_version: str, uid: str, outcome: Outcome) -> ReviewResult:
         raise ValueError(f"the engine returned an unknown outcome kind {outcome.kind!r}")
     response: dict[str, Any] = {"uid": uid, "allowed": outcome.allowed}
     if outcome.kind == "denied":
-        response["result"] = {"message": outcome.reason}
+        response["status"] = {"message": outcome.reason}
     elif outcome.kind == "injected" and outcome.patch is not None:
         response["patchType"] = "JSONPatch"
         response["patch"] = outcome.patch_base64 or base64.b64encode(outcome.patch).decode("ascii")
@@ -179,9 +179,11 @@ def _answer(api_version: str, uid: str, outcome: Outcome) -> ReviewResult:
 def _denial(
     api_version: str, uid: str, message: str, code: str, *, error: Exception | None = None
 ) -> ReviewResult:
-    # Like Istio, the Status carries only a message; the API server fills in code 403 and
-    # reports "admission webhook ... denied the request: <message>".
-    response = {"uid": uid, "allowed": False, "result": {"message": message}}
+    # Like Istio, the Status carries only a message, under the JSON name `status` (Go's field is
+    # `Result`; a `result` key is silently dropped and the API server then says "denied the
+    # request without explanation"). The server fills in the code and reports "admission
+    # webhook ... denied the request: <message>".
+    response = {"uid": uid, "allowed": False, "status": {"message": message}}
     return ReviewResult(200, _envelope(api_version, response), "denied", code, error)
 
 
