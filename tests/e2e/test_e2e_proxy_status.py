@@ -5,7 +5,10 @@ real kube-apiserver's pods/proxy subresource.
 The testbed has no kubelet, so the test plays its part for one pod: it creates an istiod-labelled
 Pod and reports it Running at an address of this host (the API server refuses to proxy to
 loopback), where the very monitoring server discovery runs (`xds.monitoring.MonitoringServer`)
-answers for it. Everything between the command and that server is real.
+answers for it. Everything between the command and that server is real, down to its
+/debug/syncz refusing what does not come from loopback without a token of the control plane's
+namespace, checked by the real TokenReview; the command mints one (TokenRequest) and it
+crosses the API server's proxy.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import orjson
 import pytest
 from e2e_kit import Cluster, wait_for
 
+from sidemesh.kube.client import make_client
+from sidemesh.security.authn import TokenReviewAuthenticator
 from sidemesh.xds.monitoring import MonitoringServer
 
 ROWS = [
@@ -47,13 +52,18 @@ def host_address() -> str | None:
 
 
 @pytest.fixture
-def monitoring() -> Iterator[tuple[str, int]]:
-    """A monitoring server with ROWS, on a non-loopback address of this host."""
+def monitoring(cluster: Cluster, namespace: str) -> Iterator[tuple[str, int]]:
+    """A monitoring server with ROWS, on a non-loopback address of this host, its debug
+    endpoints for service accounts of `namespace` (the control plane's here)."""
     address = host_address()
     if address is None:
         pytest.skip("this host has no non-loopback IPv4 address for the API server to proxy to")
     loop = asyncio.new_event_loop()
-    server = MonitoringServer(metrics=lambda: "", syncz=lambda: ROWS)
+    authenticator = TokenReviewAuthenticator(make_client(cluster.testbed.kubeconfig))
+    server = MonitoringServer(
+        metrics=lambda: "", syncz=lambda: ROWS, authenticator=authenticator,
+        debug_namespace=namespace,
+    )  # fmt: skip
     loop.run_until_complete(server.start(address, 0))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -117,6 +127,12 @@ def test_proxy_status_goes_through_the_api_server(
         "patch", "pod", "istiod-ps-canary-0", "-n", namespace, "--subresource", "status",
         "--type", "merge", "-p", orjson.dumps(status).decode(),
     )  # fmt: skip
+
+    # Through the API server without a token, the control plane refuses.
+    raw = f"/api/v1/namespaces/{namespace}/pods/istiod-ps-canary-0:{port}/proxy/debug/syncz"
+    anonymous = cluster.kubectl("get", "--raw", raw, check=False)
+    assert anonymous.returncode != 0
+    assert "debug endpoints need a bearer token" in anonymous.stderr
 
     shown = cluster.sidemesh(*base, "--revision", "ps-canary", "--details")
     lines = shown.stdout.splitlines()

@@ -221,6 +221,8 @@ def test_rbac_is_least_privilege() -> None:
     assert ("mutatingwebhookconfigurations", "patch") in granted
     assert ("mutatingwebhookconfigurations", "create") not in granted
     assert ("pods", "watch") in granted and ("pods", "patch") not in granted
+    for traffic in ("virtualservices", "destinationrules"):  # read, never written
+        assert {v for r, v in granted if r == traffic} == {"get", "list", "watch"}
     for binding in _by_kind(objects, "ClusterRoleBinding") + _by_kind(objects, "RoleBinding"):
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "istiod-blue", "namespace": "istio-system"}

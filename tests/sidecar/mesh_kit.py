@@ -334,7 +334,8 @@ class MeshKit:
         return (self.ca_dir / "root-cert.pem").read_bytes()
 
     def proxy_status(self) -> list[dict[str, Any]]:
-        reply = http_request(self.node, NODE_IP, names.PORT_MONITORING, "/debug/syncz")
+        # From the control plane's own host, on loopback: /debug/* needs no token there.
+        reply = http_request(self.node, "127.0.0.1", names.PORT_MONITORING, "/debug/syncz")
         rows: list[dict[str, Any]] = json.loads(reply.body)
         return rows
 

@@ -163,9 +163,15 @@ def _needs_read_capability(uid: int, gid: int) -> bool:
     /root). Then unprivileged processes get CAP_DAC_READ_SEARCH as an ambient capability:
     it lets them read the installation and changes nothing about networking or iptables'
     uid-owner matching, which is what these tests are about."""
+    # Checked from a second exec: setpriv's own exec of the interpreter may still pass the
+    # path walk with root's capabilities, the agent's re-exec of itself (agent/launch) not.
+    probe = (
+        "import os, sys; os.execv(sys.executable, [sys.executable, '-c', "
+        "'import sidemesh.cli.main, envoy, grpc'])"
+    )
     result = subprocess.run(
         ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-         sys.executable, "-c", "import sidemesh.cli.main, envoy, grpc"],
+         sys.executable, "-c", probe],
         capture_output=True, timeout=COMMAND_TIMEOUT, cwd="/",
     )  # fmt: skip
     return result.returncode != 0

@@ -140,8 +140,9 @@ class FakeCluster:
         for pod in self.pods:
             yield pod
 
-    async def get(self, path: str) -> FakeResponse:
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> FakeResponse:
         self.fetched.append(path)
+        self.headers = headers
         return self.answers[path]
 
 

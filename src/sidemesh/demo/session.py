@@ -24,7 +24,9 @@ from sidemesh.local import network
 from sidemesh.local.daemon import sidemesh_command
 from sidemesh.local.model import PodRecord, State
 from sidemesh.local.netns import connect_in_netns
+from sidemesh.local.pki import LocalPki
 from sidemesh.local.store import Store
+from sidemesh.xds.monitoring import DEBUG_SERVICE_ACCOUNT
 
 COMMAND_TIMEOUT_SECONDS = 180.0
 POLL_SECONDS = 0.5
@@ -153,6 +155,10 @@ class Session:
         """The sidecars connected to `revision`'s control plane (its `/debug/syncz`)."""
         rows: list[dict[str, Any]] = []
         state = self.state()
+        # /debug/* wants a token of the control plane's namespace from off-loopback callers.
+        token = LocalPki(self.settings.state_dir).token(
+            names.CONTROL_PLANE_NAMESPACE, DEBUG_SERVICE_ACCOUNT
+        )
         for pod in script.control_plane_pods(state, revision):
             if not pod.pod_ip:
                 continue
@@ -160,7 +166,10 @@ class Session:
                 state.network.node_netns, pod.pod_ip, names.PORT_MONITORING, 5.0
             )
             with sock:
-                sock.sendall(b"GET /debug/syncz HTTP/1.0\r\nHost: istiod\r\n\r\n")
+                sock.sendall(
+                    b"GET /debug/syncz HTTP/1.0\r\nHost: istiod\r\n"
+                    + f"Authorization: Bearer {token}\r\n\r\n".encode()
+                )
                 data = b""
                 while chunk := sock.recv(65536):
                     data += chunk

@@ -3,7 +3,9 @@
 Only what the control plane does is granted:
 
 * read namespaces, services, pods and endpointslices (the registry, injection decisions), and
-  Istio's PeerAuthentication (mTLS mode per namespace/workload);
+  Istio's PeerAuthentication (mTLS mode per namespace/workload), VirtualService and
+  DestinationRule (routes and traffic policies); read only: the control plane never writes
+  configuration;
 * create tokenreviews (authenticating sidecars' CSRs);
 * get/list/watch/patch mutatingwebhookconfigurations (keeping `caBundle` current). RBAC cannot
   filter by label, so this covers every such configuration; the control plane itself only
@@ -37,6 +39,11 @@ CLUSTER_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": ["security.istio.io"],
         "resources": ["peerauthentications"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["networking.istio.io"],
+        "resources": ["virtualservices", "destinationrules"],
         "verbs": ["get", "list", "watch"],
     },
     {

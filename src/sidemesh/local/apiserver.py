@@ -16,10 +16,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidemesh.api import kube_names
 from sidemesh.local.labels import LabelResult, LabelUpdate, apply_label_update
 from sidemesh.local.model import (
     ConfigMapRecord,
     DeploymentRecord,
+    DestinationRuleRecord,
     NamespaceRecord,
     ObjectRecord,
     PeerAuthenticationRecord,
@@ -28,6 +30,7 @@ from sidemesh.local.model import (
     ServiceAccountRecord,
     ServiceRecord,
     State,
+    VirtualServiceRecord,
     key,
 )
 from sidemesh.local.naming import generate_name, new_uid
@@ -50,6 +53,16 @@ _KINDS: dict[str, tuple[str, str, type[ObjectRecord]]] = {
         "peerauthentications",
         "peerauthentication.security.istio.io",
         PeerAuthenticationRecord,
+    ),
+    "VirtualService": (
+        "virtualservices",
+        "virtualservice.networking.istio.io",
+        VirtualServiceRecord,
+    ),
+    "DestinationRule": (
+        "destinationrules",
+        "destinationrule.networking.istio.io",
+        DestinationRuleRecord,
     ),
 }
 SUPPORTED_KINDS = ("Namespace", "Pod", *_KINDS)
@@ -226,6 +239,9 @@ def _apply_one(
         )
     if not name:
         raise ApiError(f"error: a {kind} needs metadata.name")
+    invalid = kube_names.object_errors(kind, obj)
+    if invalid:
+        raise ApiError(kube_names.invalid_message(kind, name, invalid))
     if kind == "Namespace":
         existed = name in state.namespaces
         space = ensure_namespace(state, name, now)
@@ -258,6 +274,8 @@ def _apply_one(
         return
     if kind == "PeerAuthentication":
         _validate_peer_authentication(obj)
+    if kind in ("VirtualService", "DestinationRule"):
+        _validate_networking(obj)
     attribute, word, record_type = _KINDS[kind]
     table: dict[str, Any] = getattr(state, attribute)
     current = table.get(key(namespace, name))
@@ -425,3 +443,17 @@ def _validate_peer_authentication(obj: dict[str, Any]) -> None:
         convert.peer_authentication(obj)
     except convert.ObjectError as exc:
         raise ApiError(f"The PeerAuthentication is invalid: {exc}") from exc
+
+
+def _validate_networking(obj: dict[str, Any]) -> None:
+    """Refuse at apply what the control plane's registry would skip (`networking.validate`,
+    the one validation path), in the validating webhook's words."""
+    from sidemesh.api import networking  # its models load only when one is applied
+
+    try:
+        networking.validate(obj)
+    except networking.ValidationError as exc:
+        reasons = "; ".join(str(issue) for issue in exc.issues)
+        raise ApiError(
+            f'The {obj["kind"]} "{obj["metadata"]["name"]}" is invalid: {reasons}'
+        ) from exc

@@ -351,7 +351,11 @@ class Daemon:
             snapshot.services.values(),
             snapshot.pods.values(),
             snapshot.network,
-            policies=snapshot.peerauthentications.values(),
+            policies=[
+                *snapshot.peerauthentications.values(),
+                *snapshot.virtualservices.values(),
+                *snapshot.destinationrules.values(),
+            ],
         )
         text = yaml.dump_all(objects, Dumper=yaml.CSafeDumper, sort_keys=False)
         if text != self.last_registry:
@@ -384,6 +388,7 @@ def main(argv: list[str]) -> int:
     store = Store(paths.root)
     state = store.read()
     network.ensure_node(state.network)
+    network.refuse_pod_range_on_host(state.network)  # from the host's namespace, as ensure_node
     if threading.active_count() != 1:  # setns must happen before any thread exists
         raise RuntimeError("the daemon must enter the node namespace before starting threads")
     enter_netns(state.network.node_netns)

@@ -142,6 +142,9 @@ def get(state: State | None, request: GetRequest, *, now: float) -> GetResult:
         "ConfigMap": state.configmaps,
         "Secret": state.secrets,
         "ServiceAccount": state.serviceaccounts,
+        "PeerAuthentication": state.peerauthentications,
+        "VirtualService": state.virtualservices,
+        "DestinationRule": state.destinationrules,
     }
     records = sorted(
         (

@@ -21,6 +21,14 @@ RESOURCE_WORDS = {
         ("peerauthentication", "peerauthentications", "pa", "peerauthentication.security.istio.io"),
         "PeerAuthentication",
     ),
+    **dict.fromkeys(
+        ("virtualservice", "virtualservices", "vs", "virtualservice.networking.istio.io"),
+        "VirtualService",
+    ),
+    **dict.fromkeys(
+        ("destinationrule", "destinationrules", "dr", "destinationrule.networking.istio.io"),
+        "DestinationRule",
+    ),
 }
 
 

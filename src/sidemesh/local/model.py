@@ -71,6 +71,14 @@ class PeerAuthenticationRecord(ObjectRecord):
     """security.istio.io PeerAuthentication: stored for the control plane's registry only."""
 
 
+class VirtualServiceRecord(ObjectRecord):
+    """networking.istio.io VirtualService: stored for the control plane's registry only."""
+
+
+class DestinationRuleRecord(ObjectRecord):
+    """networking.istio.io DestinationRule: stored for the control plane's registry only."""
+
+
 class ReplicaSetRecord(_Record):
     namespace: str
     name: str
@@ -195,6 +203,8 @@ class State(_Record):
     secrets: dict[str, SecretRecord] = Field(default_factory=dict)
     serviceaccounts: dict[str, ServiceAccountRecord] = Field(default_factory=dict)
     peerauthentications: dict[str, PeerAuthenticationRecord] = Field(default_factory=dict)
+    virtualservices: dict[str, VirtualServiceRecord] = Field(default_factory=dict)
+    destinationrules: dict[str, DestinationRuleRecord] = Field(default_factory=dict)
     pods: dict[str, PodRecord] = Field(default_factory=dict)
     control_planes: dict[str, ControlPlaneRecord] = Field(default_factory=dict)
     events: list[Event] = Field(default_factory=list)

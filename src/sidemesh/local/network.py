@@ -9,13 +9,20 @@
 
 Every command names its namespace explicitly (`ip -n`, `ip netns exec`): nothing here ever
 runs against the host's own network namespace, even though the daemon that calls it has
-itself moved into the node namespace. `/etc/netns/<pod netns>/{hosts,resolv.conf}` is what
-`ip netns exec` bind-mounts over /etc for the pod's processes.
+itself moved into the node namespace — but for one route. Pod addresses are not routed on the
+host, so without it a connection from the host to one would follow the host's default route
+and leave the machine; while the runtime is up the host refuses its pod range locally
+(`unreachable`, "No route to host"), at a metric of the runtime's own, behind any route the
+host already had for that range, and `down` removes exactly that route.
+
+`/etc/netns/<pod netns>/{hosts,resolv.conf}` is what `ip netns exec` bind-mounts over /etc
+for the pod's processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import os
 import shutil
@@ -27,6 +34,7 @@ from sidemesh.local.model import NetworkRecord
 
 NETNS_ETC = Path("/etc/netns")
 COMMAND_TIMEOUT = 30
+HOST_ROUTE_METRIC_BASE = 0x5E0000  # far behind any route a host configures itself
 
 
 class NetworkError(RuntimeError):
@@ -65,6 +73,30 @@ def netns_exists(name: str) -> bool:
 def netns_pids(name: str) -> list[int]:
     output = run(["ip", "netns", "pids", name], check=False)
     return [int(p) for p in output.split() if p.isdigit()]
+
+
+def host_route_metric(prefix: str) -> int:
+    """This runtime's metric for its host route: two runtimes never remove each other's."""
+    return HOST_ROUTE_METRIC_BASE + int(hashlib.sha256(prefix.encode()).hexdigest()[:4], 16)
+
+
+def host_route(network: NetworkRecord) -> list[str]:
+    """The route (as `ip route` arguments) that keeps the pod range on the host."""
+    return ["unreachable", network.pod_cidr, "metric", str(host_route_metric(network.prefix))]
+
+
+def refuse_pod_range_on_host(network: NetworkRecord) -> None:
+    """Add the host route; call it from the host's network namespace (idempotent)."""
+    run(["ip", "route", "replace", *host_route(network)])
+
+
+def remove_host_route(network: NetworkRecord) -> bool:
+    """Remove the host route if it is there (from the host's namespace); True if it was."""
+    try:
+        run(["ip", "route", "del", *host_route(network)])
+    except NetworkError:
+        return False  # not there ("No such process"): down runs again after a crash
+    return True
 
 
 def _prefix_length(cidr: str) -> int:

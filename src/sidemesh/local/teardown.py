@@ -3,7 +3,8 @@
 What counts as ours is decided without trusting the state file alone: every network namespace
 whose name starts with this runtime's prefix (derived from the state directory, so another
 runtime's namespaces never match), the daemon named by the pid file (checked against its
-command line), the processes inside our namespaces, `/etc/netns/<ours>`, the mount points the
+command line), the processes inside our namespaces, `/etc/netns/<ours>`, the host route that
+refuses our pod range (found by its metric, derived from the prefix), the mount points the
 state recorded, and the state directory itself. Running it again finds nothing and succeeds.
 
 A recorded mount point that some process still mounts something on (another runtime's
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 from sidemesh.local import network
+from sidemesh.local.model import NetworkRecord
 from sidemesh.local.naming import node_netns
 from sidemesh.local.paths import RuntimePaths
 from sidemesh.local.store import StateError, Store
@@ -100,10 +102,12 @@ def down(paths: RuntimePaths, prefix: str) -> list[str]:
     report: list[str] = []
     recorded: list[str] = []
     state_netns: set[str] = set()
+    ranges = NetworkRecord(prefix=prefix, node_netns=node_netns(prefix))
     with contextlib.suppress(StateError):
         state = Store(paths.root).read()
         recorded = list(state.host_paths)
         state_netns = {p.netns for p in state.pods.values() if p.netns}
+        ranges = state.network
     pid = daemon_pid(paths)
     if pid is not None:
         _signal([pid], signal.SIGKILL)  # it keeps no state in memory worth saving
@@ -129,6 +133,8 @@ def down(paths: RuntimePaths, prefix: str) -> list[str]:
         network.remove_netns_etc(name)
     if ours:
         report.append(f"removed {len(ours)} network namespace(s)")
+    if network.remove_host_route(ranges):
+        report.append(f"removed the host route refusing {ranges.pod_cidr}")
     if network.NETNS_ETC.is_dir():
         for leftover in network.NETNS_ETC.glob(f"{prefix}-*"):
             shutil.rmtree(leftover, ignore_errors=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sidemesh.api import kube_names
 from sidemesh.local.env import EnvError, PodFacts, field_value
 from sidemesh.security.files import write_atomically
 
@@ -26,6 +27,25 @@ READ_ONLY_KINDS = ("configMap", "secret", "downwardAPI", "projected")
 
 class VolumeError(ValueError):
     """A volume cannot be set up (the pod stays in ContainerCreating); says which and why."""
+
+
+def below(
+    directory: Path,
+    relative: str,
+    what: str,
+    rule: Callable[[str], list[str]] = kube_names.item_path,
+) -> Path:
+    """`directory / relative`, refused unless it stays below `directory` (no absolute path, no
+    `..`, no symbolic link out): apply refuses such paths already; this holds for pods that
+    came another way (a stored state, a node's API server)."""
+    reasons = rule(relative) if relative else ["must not be empty"]
+    target = directory / relative
+    resolved, base = Path(os.path.realpath(target)), Path(os.path.realpath(directory))
+    if not reasons and not resolved.is_relative_to(base):
+        reasons = ["leads out of the volume through a symbolic link"]
+    if reasons:
+        raise VolumeError(f"{what} {relative!r}: {'; '.join(reasons)}")
+    return target
 
 
 @dataclass(frozen=True)
@@ -101,6 +121,8 @@ def materialize(
     paths: dict[str, Path] = {}
     for volume in volumes:
         name = str(volume.get("name"))
+        if kube_names.dns1123_label(name):
+            raise VolumeError(f"volume name {name!r} is not a DNS-1123 label")
         directory = pod_dir / "volumes" / name
         files: dict[str, tuple[str, int | None]] | None = None
         default_mode = 0o644
@@ -144,7 +166,8 @@ def materialize(
             for relative, (text, mode) in files.items():
                 # Created with its final mode before the first byte (a Secret's key never
                 # readable by others, not even briefly).
-                write_atomically(directory / relative, text.encode(), mode or default_mode)
+                target = below(directory, relative, f"volume {name!r}: item path")
+                write_atomically(target, text.encode(), mode or default_mode)
         paths[name] = directory
     return paths
 
@@ -161,7 +184,9 @@ def container_mounts(
             raise VolumeError(f"volumeMount {name!r} names no volume of the pod")
         source = paths[name]
         if mount.get("subPath"):
-            source = source / str(mount["subPath"])
+            sub_path = str(mount["subPath"])
+            what = f"volumeMount {name!r}: subPath"
+            source = below(source, sub_path, what, kube_names.descending_path)
             if not source.exists():
                 source.mkdir(parents=True, exist_ok=True)
         mounts.append(

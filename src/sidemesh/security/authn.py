@@ -8,8 +8,10 @@ token).
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import hmac
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -159,11 +161,12 @@ def issue_local_token(
     service_account: str,
     expires: datetime.datetime | None = None,
 ) -> str:
-    """Create a token for NS/SA, record its digest in `path`, and return the token."""
+    """Create a token for NS/SA, record its digest in `path`, and return the token.
+
+    Processes issuing into one file at once (the local runtime's daemon for a new pod, `sidemesh
+    proxy-status` for its own identity) take turns on a lock of the file's directory, or one's
+    read-modify-write could drop the other's entry."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    data: dict[str, Any] = {"tokens": []}
-    if path.exists():
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {"tokens": []}
     entry: dict[str, Any] = {
         "sha256": hashlib.sha256(token.encode()).hexdigest(),
         "namespace": namespace,
@@ -171,6 +174,15 @@ def issue_local_token(
     }
     if expires is not None:
         entry["expires"] = expires.isoformat()
-    data.setdefault("tokens", []).append(entry)
-    write_atomically(path, orjson.dumps(data, option=orjson.OPT_INDENT_2), 0o600)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        data: dict[str, Any] = {"tokens": []}
+        if path.exists():
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {"tokens": []}
+        data.setdefault("tokens", []).append(entry)
+        write_atomically(path, orjson.dumps(data, option=orjson.OPT_INDENT_2), 0o600)
+    finally:
+        os.close(directory)  # releases the lock
     return token

@@ -39,7 +39,7 @@ from sidemesh.xds.cache import TYPE_ORDER, ResourceCache, TypedResources
 from sidemesh.xds.metrics import XdsMetrics, short_type
 from sidemesh.xds.model import MeshSnapshot
 from sidemesh.xds.proxy import NodeError, ProxyInfo, parse_node
-from sidemesh.xds.resource_names import TYPE_CLUSTER, TYPE_LISTENER
+from sidemesh.xds.resource_names import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER
 from sidemesh.xds.responses import TypeState, control_plane_field, delta_payload, sotw_payload
 
 log = logging.getLogger("sidemesh.xds.ads")
@@ -191,12 +191,34 @@ class AdsServer:
             async with self._push_slots, connection.lock:
                 assert connection.proxy is not None
                 resources = self.cache.resources_for(connection.proxy)
+                self._resend_assignments_of_changed_clusters(connection, resources)
                 pushed = False
                 for type_url in TYPE_ORDER:
                     if type_url in connection.types:
                         pushed |= await self._push(connection, resources[type_url], initial=False)
                 if pushed:
                     self.metrics.push_time.observe(self.clock() - self._snapshot_time)
+
+    def _resend_assignments_of_changed_clusters(
+        self, connection: Connection, resources: dict[str, TypedResources]
+    ) -> None:
+        """Envoy replaces a changed cluster by a new one that warms until it gets its load
+        assignment; an unchanged assignment would otherwise not be sent again and the new
+        cluster would wait out the initial fetch timeout (15 s). So, as Istio does, every
+        changed cluster's assignment goes out with it."""
+        clusters, assignments = (
+            connection.types.get(TYPE_CLUSTER),
+            connection.types.get(TYPE_ENDPOINT),
+        )
+        if clusters is None or clusters.sent is None or assignments is None:
+            return
+        changed = self.cache.diff(clusters.sent, resources[TYPE_CLUSTER]).changed
+        if assignments.sent is not None:
+            endpoints = resources[TYPE_ENDPOINT].resources
+            assignments.pending |= {
+                name for name in changed
+                if name in endpoints and name in clusters.sent.resources
+            }  # fmt: skip
 
     # --- requests --------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from sidemesh.api import networking
 from sidemesh.api.config import MeshConfig
 from sidemesh.xds import convert
 from sidemesh.xds.model import Endpoint, MeshSnapshot, PeerAuthentication, Service
@@ -20,8 +21,10 @@ from sidemesh.xds.model import Endpoint, MeshSnapshot, PeerAuthentication, Servi
 log = logging.getLogger("sidemesh.xds.builder")
 
 Key = tuple[str, str, str]  # kind, namespace, name
+# Traffic kinds (networking.istio.io) the generator acts on; each passes `validate` first.
+TRAFFIC_KINDS = frozenset({"VirtualService", "DestinationRule"})
 KINDS = frozenset({"Service", "EndpointSlice", "Pod", "WorkloadEntry", "PeerAuthentication",
-                   "Namespace"})  # fmt: skip
+                   "Namespace", *TRAFFIC_KINDS})  # fmt: skip
 DEFAULT_DEBOUNCE = 0.1
 DEFAULT_MAX_DELAY = 1.0
 
@@ -74,11 +77,22 @@ def build_snapshot(
             policies.append(convert.peer_authentication(obj))
         except (convert.ObjectError, ValueError, TypeError) as exc:
             problems.append(str(exc))
+    traffic: dict[str, list[networking.Resource[Any]]] = {kind: [] for kind in TRAFFIC_KINDS}
+    for kind in sorted(TRAFFIC_KINDS):
+        for obj in by_kind.get(kind, []):
+            try:
+                traffic[kind].append(networking.validate(obj))
+            except networking.ValidationError as exc:  # never pushed; the reason is logged
+                problems.append(str(exc).replace("\n", "; "))
+    for resources in traffic.values():
+        resources.sort(key=lambda r: (r.namespace, r.name))
     return MeshSnapshot(
         version=version,
         services=tuple(sorted(services)),
         endpoints=MappingProxyType(endpoints),
         peer_authentications=tuple(sorted(policies, key=lambda p: (p.namespace, p.name))),
+        virtual_services=tuple(traffic["VirtualService"]),
+        destination_rules=tuple(traffic["DestinationRule"]),
         outbound_policy=mesh.outbound_traffic_policy.mode,
         trust_domain=mesh.trust_domain,
         root_namespace=mesh.root_namespace,
@@ -104,6 +118,7 @@ class SnapshotBuilder:
         self._changed: set[str] = set()
         self._dirty = asyncio.Event()
         self._last_change = 0.0
+        self._reported: set[str] = set()
 
     def upsert(self, obj: Mapping[str, Any]) -> None:
         key = convert.object_key(obj)
@@ -136,7 +151,9 @@ class SnapshotBuilder:
         snapshot = build_snapshot(self.objects, mesh=self.mesh, version=self.version,
                                   changed=self._changed, errors=errors)  # fmt: skip
         for problem in errors:
-            log.warning("registry object skipped: %s", problem)
+            if problem not in self._reported:  # once per problem, not once per snapshot
+                log.warning("registry object skipped: %s", problem)
+        self._reported = set(errors)
         self._changed = set()
         self._dirty.clear()
         return snapshot

@@ -18,7 +18,7 @@ from functools import cached_property, partial
 from typing import Any, TypeVar
 
 from sidemesh.api.protowire import length_delimited
-from sidemesh.xds import inbound, outbound
+from sidemesh.xds import cluster_policy, inbound, outbound, routes
 from sidemesh.xds.inbound import ProxyShape, proxy_shape
 from sidemesh.xds.model import Endpoint, MeshSnapshot, Service
 from sidemesh.xds.proxy import Bind, ProxyInfo
@@ -28,7 +28,7 @@ from sidemesh.xds.resource_names import (
     TYPE_LISTENER,
     VIRTUAL_INBOUND,
     VIRTUAL_OUTBOUND,
-    outbound_cluster_name,
+    subset_cluster_name,
 )
 
 K = TypeVar("K")
@@ -229,12 +229,12 @@ class ResourceCache:
         return found
 
     def _service_listener_resources(self) -> list[Resource]:
-        return [
-            self._service_listeners.get_or_build(
-                (service, port), partial(_service_listener_resource, service, port)
-            )
-            for service, port in outbound.outbound_services(self.snapshot)
-        ]
+        resources = []
+        for service, port in outbound.outbound_services(self.snapshot):
+            key = routes.listener_routes(self.snapshot, service, port)
+            build = partial(_service_listener_resource, service, port, key)
+            resources.append(self._service_listeners.get_or_build((service, port, key), build))
+        return resources
 
     def _outbound_clusters(self) -> list[Resource]:
         snapshot = self.snapshot
@@ -242,8 +242,10 @@ class ResourceCache:
         for service in sorted(snapshot.services):
             sans = outbound.peer_identities(snapshot, service)
             for port in service.ports:
-                build = partial(_cluster_resource, service, port.port, sans)
-                resources.append(self._clusters.get_or_build((service, port.port, sans), build))
+                for plan in cluster_policy.cluster_plans(snapshot, service, port.port):
+                    build = partial(_cluster_resource, service, port.port, sans, plan)
+                    key = (service, port.port, sans, plan)
+                    resources.append(self._clusters.get_or_build(key, build))
         return resources
 
     def _load_assignments(self) -> list[Resource]:
@@ -251,15 +253,18 @@ class ResourceCache:
         resources = []
         for service in sorted(snapshot.services):
             for port in service.ports:
-                name = outbound_cluster_name(port.port, service.hostname)
-                endpoints = outbound.cluster_endpoints(snapshot, service, port.port)
-                build = partial(_assignment_resource, name, endpoints)
-                resources.append(self._assignments.get_or_build((name, endpoints), build))
+                for plan in cluster_policy.cluster_plans(snapshot, service, port.port):
+                    name = subset_cluster_name(port.port, plan.subset, service.hostname)
+                    endpoints = outbound.cluster_endpoints(
+                        snapshot, service, port.port, plan.labels
+                    )
+                    build = partial(_assignment_resource, name, endpoints)
+                    resources.append(self._assignments.get_or_build((name, endpoints), build))
         return resources
 
 
-def _service_listener_resource(service: Service, port: int) -> Resource:
-    listener = outbound.service_listener(service, port)
+def _service_listener_resource(service: Service, port: int, http_routes: str) -> Resource:
+    listener = outbound.service_listener(service, port, http_routes)
     return Resource.of(TYPE_LISTENER, listener.name, listener.SerializeToString())
 
 
@@ -268,6 +273,8 @@ def _assignment_resource(name: str, endpoints: tuple[tuple[Endpoint, bool], ...]
     return Resource.of(TYPE_ENDPOINT, name, assignment.SerializeToString())
 
 
-def _cluster_resource(service: Service, port: int, sans: tuple[str, ...]) -> Resource:
-    cluster = outbound.outbound_cluster(service, port, sans)
+def _cluster_resource(
+    service: Service, port: int, sans: tuple[str, ...], plan: cluster_policy.ClusterPlan
+) -> Resource:
+    cluster = outbound.outbound_cluster(service, port, sans, plan)
     return Resource.of(TYPE_CLUSTER, cluster.name, cluster.SerializeToString())

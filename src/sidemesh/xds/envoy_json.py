@@ -7,6 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
+from sidemesh.api.networking import parse_duration
+
 SDS_CLUSTER = "sds-grpc"
 SECRET_WORKLOAD = "default"
 SECRET_ROOT = "ROOTCA"
@@ -56,8 +60,15 @@ def tcp_proxy(cluster: str) -> dict[str, Any]:
 
 
 def http_connection_manager(
-    stat_prefix: str, domains_to_cluster: Sequence[tuple[Sequence[str], str]], **extra: Any
+    stat_prefix: str,
+    domains_to_cluster: Sequence[tuple[Sequence[str], str]],
+    *,
+    routes: Sequence[dict[str, Any]] | None = None,
+    filters: Sequence[dict[str, Any]] = (),
+    **extra: Any,
 ) -> dict[str, Any]:
+    """One route to a cluster per domain list, or, given `routes`, one virtual host with
+    those (a VirtualService's). `filters` run before the router."""
     virtual_hosts = [
         {
             "name": f"{cluster}:{index}",
@@ -66,21 +77,36 @@ def http_connection_manager(
         }
         for index, (domains, cluster) in enumerate(domains_to_cluster)
     ]
+    route_config: dict[str, Any] = {"name": stat_prefix, "virtual_hosts": virtual_hosts}
+    if routes is not None:
+        route_config["virtual_hosts"] = [{"name": stat_prefix, "domains": ["*"],
+                                          "routes": list(routes)}]  # fmt: skip
+        # A route may name a subset no DestinationRule defines (yet): Envoy answers 503
+        # instead of refusing the whole listener, as in Istio.
+        route_config["validate_clusters"] = False
     router = typed("envoy.extensions.filters.http.router.v3.Router")
     config = typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix=stat_prefix,
         codec_type="AUTO",
-        route_config={"name": stat_prefix, "virtual_hosts": virtual_hosts},
-        http_filters=[{"name": "envoy.filters.http.router", "typed_config": router}],
+        route_config=route_config,
+        http_filters=[*filters, {"name": "envoy.filters.http.router", "typed_config": router}],
         **extra,
     )
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
 
 
-def http2_protocol_options() -> dict[str, Any]:
+def http2_protocol_options(
+    common: dict[str, Any] | None = None, *, http1: bool = False
+) -> dict[str, Any]:
+    """Upstream HTTP/2 (or, with `http1`, HTTP/1.1) with `common` HTTP protocol options."""
+    explicit: dict[str, Any] = (
+        {"http_protocol_options": {}} if http1 else {"http2_protocol_options": {}}
+    )
     options = typed("envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                   explicit_http_config={"http2_protocol_options": {}})  # fmt: skip
+                   explicit_http_config=explicit)  # fmt: skip
+    if common:
+        options["common_http_protocol_options"] = common
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
 
 
@@ -94,3 +120,13 @@ ORIGINAL_DST = listener_filter(
 TLS_INSPECTOR = listener_filter(
     "tls_inspector", "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 )
+
+
+def canonical(data: Any) -> str:
+    """Canonical JSON: the memo key of a generated piece."""
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def duration(text: str) -> str:
+    """Istio's `1m30s`/`500ms` as protobuf JSON's `90.000s`."""
+    return f"{parse_duration(text).total_seconds():.3f}s"

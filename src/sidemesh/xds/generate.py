@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sidemesh.xds import inbound, outbound
+from sidemesh.xds import cluster_policy, inbound, outbound, routes
 from sidemesh.xds.inbound import ProxyShape as ProxyShape
 from sidemesh.xds.inbound import proxy_shape as proxy_shape
 from sidemesh.xds.model import MeshSnapshot
@@ -26,7 +26,7 @@ from sidemesh.xds.resource_names import TYPE_ENDPOINT as TYPE_ENDPOINT
 from sidemesh.xds.resource_names import TYPE_LISTENER as TYPE_LISTENER
 from sidemesh.xds.resource_names import VIRTUAL_INBOUND as VIRTUAL_INBOUND
 from sidemesh.xds.resource_names import VIRTUAL_OUTBOUND as VIRTUAL_OUTBOUND
-from sidemesh.xds.resource_names import outbound_cluster_name
+from sidemesh.xds.resource_names import subset_cluster_name
 
 
 @dataclass(frozen=True)
@@ -44,20 +44,25 @@ def generate(snapshot: MeshSnapshot, proxy: ProxyInfo) -> GeneratedResources:
         registry_only=snapshot.outbound_policy == "REGISTRY_ONLY",
         transparent=shape.transparent,
     )
-    per_service = [outbound.service_listener(s, p) for s, p in outbound.outbound_services(snapshot)]
+    per_service = [
+        outbound.service_listener(s, p, routes.listener_routes(snapshot, s, p))
+        for s, p in outbound.outbound_services(snapshot)
+    ]
     services = sorted(snapshot.services)
     clusters = [
-        outbound.outbound_cluster(s, p.port, outbound.peer_identities(snapshot, s))
+        outbound.outbound_cluster(s, p.port, outbound.peer_identities(snapshot, s), plan)
         for s in services
         for p in s.ports
+        for plan in cluster_policy.cluster_plans(snapshot, s, p.port)
     ]
     assignments = [
         outbound.load_assignment(
-            outbound_cluster_name(p.port, s.hostname),
-            outbound.cluster_endpoints(snapshot, s, p.port),
+            subset_cluster_name(p.port, plan.subset, s.hostname),
+            outbound.cluster_endpoints(snapshot, s, p.port, plan.labels),
         )
         for s in services
         for p in s.ports
+        for plan in cluster_policy.cluster_plans(snapshot, s, p.port)
     ]
     return GeneratedResources(
         listeners=(capture, inbound.inbound_listener(shape, snapshot.trust_domain), *per_service),

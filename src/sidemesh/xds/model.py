@@ -10,9 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sidemesh.api import names
+
+if TYPE_CHECKING:  # the models load with the registries; readers of the model need not
+    from sidemesh.api.networking import DestinationRule, Resource, VirtualService
 
 Protocol = Literal["HTTP", "HTTP2", "GRPC", "TCP"]
 MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
@@ -111,6 +114,9 @@ class MeshSnapshot:
         default_factory=lambda: MappingProxyType({})
     )
     peer_authentications: tuple[PeerAuthentication, ...] = ()
+    # Validated networking.istio.io objects, by (namespace, name); never re-validated here.
+    virtual_services: tuple[Resource[VirtualService], ...] = ()
+    destination_rules: tuple[Resource[DestinationRule], ...] = ()
     outbound_policy: OutboundPolicy = "ALLOW_ANY"
     trust_domain: str = names.TRUST_DOMAIN
     root_namespace: str = names.CONTROL_PLANE_NAMESPACE
@@ -128,6 +134,62 @@ class MeshSnapshot:
             for endpoint in self.endpoints.get(service.hostname, ()):
                 found.setdefault(endpoint.address, []).append((service, endpoint))
         return {address: tuple(pairs) for address, pairs in found.items()}
+
+    @cached_property
+    def _virtual_services_by_host(self) -> Mapping[str, tuple[Resource[VirtualService], ...]]:
+        from sidemesh.api.networking.virtual_service import MESH_GATEWAY
+
+        found: dict[str, list[Resource[VirtualService]]] = {}
+        for resource in self.virtual_services:
+            spec = resource.spec
+            if spec.gateways and MESH_GATEWAY not in spec.gateways:
+                continue  # bound to gateways only: not the sidecars' business
+            for host in spec.hosts:
+                found.setdefault(resolve_host(host, resource.namespace), []).append(resource)
+        return {host: tuple(found[host]) for host in found}
+
+    def virtual_service_for(self, hostname: str) -> Resource[VirtualService] | None:
+        """The VirtualService routing `hostname` from sidecars. Istio does not merge several
+        for one host outside gateways: the first one wins (we take the first by
+        namespace/name; Istio the oldest)."""
+        found = self._virtual_services_by_host.get(hostname, ())
+        return found[0] if found else None
+
+    def destination_rule_for(self, service: Service) -> Resource[DestinationRule] | None:
+        """The DestinationRule for a service's host: exact host before wildcard, the service's
+        own namespace, then the root namespace, then any other (Istio's lookup, as seen by a
+        proxy in none of them: outbound resources are shared by every proxy today)."""
+        exact, wildcards = self._destination_rules_by_host
+        candidates = exact.get(service.hostname, [])
+        if not candidates:
+            candidates = [(h, r) for h, r in wildcards if service.hostname.endswith(h[1:])]
+        if not candidates:
+            return None
+
+        def rank(candidate: tuple[str, Resource[DestinationRule]]) -> tuple[Any, ...]:
+            host, rule = candidate
+            return (rule.namespace != service.namespace, rule.namespace != self.root_namespace,
+                    -len(host), rule.namespace, rule.name)  # fmt: skip
+
+        return min(candidates, key=rank)[1]
+
+    @cached_property
+    def _destination_rules_by_host(self) -> tuple[
+        Mapping[str, list[tuple[str, Resource[DestinationRule]]]],
+        list[tuple[str, Resource[DestinationRule]]],
+    ]:  # fmt: skip
+        """Exact hosts indexed, wildcard ones (`*.example.com`) listed."""
+        exact: dict[str, list[tuple[str, Resource[DestinationRule]]]] = {}
+        wildcards: list[tuple[str, Resource[DestinationRule]]] = []
+        for rule in self.destination_rules:
+            if rule.spec.workload_selector is not None:
+                continue  # applies to selected workloads only: needs per-proxy views
+            host = resolve_host(rule.spec.host, rule.namespace)
+            if host.startswith("*"):
+                wildcards.append((host, rule))
+            else:
+                exact.setdefault(host, []).append((host, rule))
+        return exact, wildcards
 
     def endpoints_for(self, hostname: str, service_port: int) -> tuple[Endpoint, ...]:
         return tuple(e for e in self.endpoints.get(hostname, ()) if e.service_port == service_port)
@@ -162,6 +224,14 @@ class MeshSnapshot:
             if level and level[0].mode is not None:
                 return level[0].mode
         return "PERMISSIVE"
+
+
+def resolve_host(host: str, namespace: str, domain: str = "cluster.local") -> str:
+    """Istio's short-name rule: a host without a dot names a service in the rule's own
+    namespace (`reviews` in `demo` is `reviews.demo.svc.cluster.local`); others are literal."""
+    if "." in host or host == "*":
+        return host
+    return f"{host}.{namespace}.svc.{domain}"
 
 
 def spiffe_uri(trust_domain: str, namespace: str, service_account: str) -> str:

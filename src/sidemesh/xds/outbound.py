@@ -16,21 +16,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401  (registers type)
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401  (registers type)
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import json_format
 
 from sidemesh.security.identity import SpiffeId
+from sidemesh.xds.cluster_policy import DEFAULT_PLAN, ClusterPlan
 from sidemesh.xds.envoy_json import (
     CONNECT_TIMEOUT,
     ORIGINAL_DST,
@@ -52,7 +56,9 @@ from sidemesh.xds.resource_names import (
     VIRTUAL_OUTBOUND,
     outbound_cluster_name,
     service_listener_name,
+    subset_cluster_name,
 )
+from sidemesh.xds.routes import FAULT_FILTER
 
 INBOUND_PASSTHROUGH_SOURCE = "127.0.0.6"
 
@@ -79,12 +85,21 @@ def virtual_outbound_listener(bind: Bind, *, registry_only: bool, transparent: b
     return json_format.ParseDict(listener, listener_pb2.Listener())
 
 
-def service_listener(service: Service, port: int) -> Any:
-    """The listener for traffic to one service VIP:port, handed over by `virtualOutbound`."""
+def service_listener(service: Service, port: int, routes: str = "") -> Any:
+    """The listener for traffic to one service VIP:port, handed over by `virtualOutbound`;
+    `routes` is the canonical JSON of its VirtualService's routes (`routes.http_routes`),
+    "" for the default route."""
     service_port = service.port(port)
     assert service_port is not None and service.vip is not None
     cluster = outbound_cluster_name(port, service.hostname)
-    if is_http(service_port.protocol):
+    if is_http(service_port.protocol) and routes:
+        fault = {
+            "name": FAULT_FILTER,
+            "typed_config": typed("envoy.extensions.filters.http.fault.v3.HTTPFault"),
+        }
+        filters = [http_connection_manager(cluster, [], routes=orjson.loads(routes),
+                                           filters=[fault])]  # fmt: skip
+    elif is_http(service_port.protocol):
         # The listener is the VIP's own: its traffic belongs to the service whatever Host it
         # carries (one virtual host, no domain list to keep in step with the service's names).
         filters = [http_connection_manager(cluster, [(["*"], cluster)])]
@@ -123,10 +138,14 @@ def peer_identities(snapshot: MeshSnapshot, service: Service) -> tuple[str, ...]
     }))  # fmt: skip
 
 
-def outbound_cluster(service: Service, port: int, peer_sans: tuple[str, ...]) -> Any:
+def outbound_cluster(
+    service: Service, port: int, peer_sans: tuple[str, ...], plan: ClusterPlan = DEFAULT_PLAN
+) -> Any:
+    """A service port's cluster, or one of its subsets' (`plan`), with the DestinationRule's
+    fields (circuit breakers, outlier detection, load balancing, HTTP options)."""
     service_port = service.port(port)
     assert service_port is not None
-    name = outbound_cluster_name(port, service.hostname)
+    name = subset_cluster_name(port, plan.subset, service.hostname)
     upstream_tls = typed(
         "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         sni=f"outbound_.{port}_._.{service.hostname}",
@@ -162,8 +181,13 @@ def outbound_cluster(service: Service, port: int, peer_sans: tuple[str, ...]) ->
             },
         ],
     }  # fmt: skip
+    fields = plan.cluster_fields
+    common = fields.pop("common_http_protocol_options", None)
+    cluster.update(fields)
     if service_port.protocol in ("HTTP2", "GRPC"):
-        cluster["typed_extension_protocol_options"] = http2_protocol_options()
+        cluster["typed_extension_protocol_options"] = http2_protocol_options(common)
+    elif common and is_http(service_port.protocol):
+        cluster["typed_extension_protocol_options"] = http2_protocol_options(common, http1=True)
     return json_format.ParseDict(cluster, cluster_pb2.Cluster())
 
 
@@ -210,11 +234,12 @@ def load_assignment(cluster_name: str, endpoints: Sequence[tuple[Endpoint, bool]
 
 
 def cluster_endpoints(
-    snapshot: MeshSnapshot, service: Service, port: int
+    snapshot: MeshSnapshot, service: Service, port: int, labels: tuple[tuple[str, str], ...] = ()
 ) -> tuple[tuple[Endpoint, bool], ...]:
-    """Ready endpoints of a service port and whether each is reached over mTLS."""
+    """Ready endpoints of a service port (those carrying `labels`: a subset's) and whether
+    each is reached over mTLS."""
     return tuple(
         (e, endpoint_tls(snapshot, e, service.namespace))
         for e in sorted(snapshot.endpoints_for(service.hostname, port))
-        if e.ready
+        if e.ready and all(pair in e.labels for pair in labels)
     )

@@ -1,5 +1,7 @@
-"""A registry that follows Kubernetes: watches of Namespaces, Services, EndpointSlices, Pods and
-PeerAuthentications (lightkube), fed to the shared snapshot builder.
+"""A registry that follows Kubernetes: watches of Namespaces, Services, EndpointSlices, Pods,
+PeerAuthentications, VirtualServices and DestinationRules (lightkube), fed to the shared
+snapshot builder (which validates the traffic kinds and skips, with the reason logged, what
+`api.networking.validate` refuses).
 
 Each kind is listed then watched from the list's resourceVersion; a failed watch relists the
 kind (the relist replaces what the builder holds, so deletions missed while disconnected are
@@ -23,6 +25,12 @@ log = logging.getLogger("sidemesh.xds.registry_kube")
 
 RETRY_SECONDS = 2.0
 MISSING_KIND_RETRY_SECONDS = 60.0
+# Istio's CRDs: a cluster may not serve them, and then there is simply no such configuration.
+OPTIONAL_KINDS = {
+    "PeerAuthentication": "using the mesh-wide mTLS default",
+    "VirtualService": "default routes only",
+    "DestinationRule": "default traffic policies only",
+}
 
 
 def _resources() -> dict[str, Any]:
@@ -33,8 +41,15 @@ def _resources() -> dict[str, Any]:
     peer_authentication = create_namespaced_resource(
         "security.istio.io", "v1", "PeerAuthentication", "peerauthentications"
     )
+    virtual_service = create_namespaced_resource(
+        "networking.istio.io", "v1", "VirtualService", "virtualservices"
+    )
+    destination_rule = create_namespaced_resource(
+        "networking.istio.io", "v1", "DestinationRule", "destinationrules"
+    )
     return {"Namespace": Namespace, "Service": Service, "EndpointSlice": EndpointSlice,
-            "Pod": Pod, "PeerAuthentication": peer_authentication}  # fmt: skip
+            "Pod": Pod, "PeerAuthentication": peer_authentication,
+            "VirtualService": virtual_service, "DestinationRule": destination_rule}  # fmt: skip
 
 
 def as_object(kind: str, resource: Any) -> dict[str, Any]:
@@ -109,12 +124,12 @@ class KubeRegistry:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the API server went away, a 410 Gone, ...: relist
-                if status_code(exc) == 404 and kind == "PeerAuthentication":
-                    # Istio's CRD is not installed: no policies, the mesh default applies.
+                if status_code(exc) == 404 and kind in OPTIONAL_KINDS:
+                    # Istio's CRD is not installed: no such configuration, defaults apply.
                     # Look again now and then (someone may install it), quietly.
                     if not missing_logged:
-                        log.info("PeerAuthentication is not served by this cluster (no CRD); "
-                                 "using the mesh-wide mTLS default")  # fmt: skip
+                        log.info("%s is not served by this cluster (no CRD); %s",
+                                 kind, OPTIONAL_KINDS[kind])  # fmt: skip
                         missing_logged = True
                     builder.replace_kind(kind, [])
                     await asyncio.sleep(MISSING_KIND_RETRY_SECONDS)

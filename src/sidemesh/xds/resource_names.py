@@ -19,6 +19,11 @@ def outbound_cluster_name(port: int, hostname: str) -> str:
     return f"outbound|{port}||{hostname}"
 
 
+def subset_cluster_name(port: int, subset: str, hostname: str) -> str:
+    """`outbound|PORT|SUBSET|HOST`, Istio's; the empty subset is the service's own cluster."""
+    return f"outbound|{port}|{subset}|{hostname}"
+
+
 def inbound_cluster_name(port: int) -> str:
     return f"inbound|{port}||"
 

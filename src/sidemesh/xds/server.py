@@ -113,7 +113,10 @@ class ControlPlaneServer:
         self.authenticator = authenticator
         self.registry = registry
         self.front: TlsFront | None = None
-        self.monitoring = MonitoringServer(metrics=self.render_metrics, syncz=self.ads.status)
+        # /debug/* answers loopback, or a token this authenticator accepts (monitoring.py).
+        self.monitoring = MonitoringServer(
+            metrics=self.render_metrics, syncz=self.ads.status, authenticator=authenticator
+        )
         self._servers: list[aio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.ports: dict[str, int] = {}
