@@ -24,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -41,14 +42,14 @@ from sidemesh.local.controllers import (
 )
 from sidemesh.local.controlplane import promote_failure_policies
 from sidemesh.local.kubelet import NodeContext, PodWorker
-from sidemesh.local.model import PodRecord, State, key
+from sidemesh.local.model import NetworkRecord, PodRecord, State, key
 from sidemesh.local.naming import pod_netns, veth_name
 from sidemesh.local.netns import enter_netns
 from sidemesh.local.paths import RuntimePaths
 from sidemesh.local.pki import LocalPki
 from sidemesh.local.services import hosts_file, proxy_rules, registry_objects, resolv_conf
 from sidemesh.local.store import Store
-from sidemesh.local.volumes import Lookup
+from sidemesh.local.volumes import Lookup, TokenSource
 from sidemesh.security.files import write_atomically
 
 log = logging.getLogger("sidemesh.local.daemon")
@@ -64,6 +65,42 @@ def sidemesh_command() -> tuple[list[str], str]:
     if script.exists():
         return [str(script)], str(bin_dir)
     return [sys.executable, "-c", "from sidemesh.cli.main import main; main()"], str(bin_dir)
+
+
+def this_host_node(
+    *,
+    network: NetworkRecord,
+    pods_dir: Path,
+    lookups: Callable[[str], tuple[Lookup, Lookup]],
+    token: TokenSource,
+    ensure_mount_point: Callable[[str, bool], None],
+    etc_files: Callable[[PodRecord], tuple[str, str]],
+) -> NodeContext:
+    """What pod workers on this host share, whoever feeds them pods (the local runtime's own
+    API or a real API server's, `local node`)."""
+    sidemesh_argv, sidemesh_bin = sidemesh_command()
+    source_root = str(Path(__file__).resolve().parent.parent.parent)
+    return NodeContext(
+        network=network,
+        pods_dir=pods_dir,
+        python=sys.executable,
+        launcher_env={
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "PYTHONPATH": source_root,
+            "PYTHONDONTWRITEBYTECODE": "1",
+        },
+        sidemesh_argv=sidemesh_argv,
+        sidemesh_bin=sidemesh_bin,
+        expose=exposed_paths(),
+        lookups=lookups,
+        token=token,
+        ensure_mount_point=ensure_mount_point,
+        etc_files=etc_files,
+        clock=time.time,
+        node_cpus=os.cpu_count() or 1,
+        node_memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        max_grace_seconds=MAX_GRACE_SECONDS,
+    )
 
 
 def exposed_paths() -> list[str]:
@@ -95,28 +132,13 @@ class Daemon:
         self.stopping = False
         self.last_rules: str | None = None
         self.last_registry: str | None = None
-        sidemesh_argv, sidemesh_bin = sidemesh_command()
-        source_root = str(Path(__file__).resolve().parent.parent.parent)
-        self.node = NodeContext(
+        self.node = this_host_node(
             network=self.snapshot.network,
             pods_dir=paths.pods,
-            python=sys.executable,
-            launcher_env={
-                "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                "PYTHONPATH": source_root,
-                "PYTHONDONTWRITEBYTECODE": "1",
-            },
-            sidemesh_argv=sidemesh_argv,
-            sidemesh_bin=sidemesh_bin,
-            expose=exposed_paths(),
             lookups=self._lookups,
             token=pki.token,
             ensure_mount_point=self._mount_point,
             etc_files=self._etc_files,
-            clock=time.time,
-            node_cpus=os.cpu_count() or 1,
-            node_memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-            max_grace_seconds=MAX_GRACE_SECONDS,
         )
 
     # --- what pods need from the node -------------------------------------------------------

@@ -7,9 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +16,8 @@ from typing import Any
 from sidemesh.kube.client import describe_error
 from sidemesh.local import network
 from sidemesh.local.apiserver import allocate_pod_ip, object_data
-from sidemesh.local.daemon import MAX_GRACE_SECONDS, exposed_paths, sidemesh_command
-from sidemesh.local.kubelet import NodeContext, PodWorker
+from sidemesh.local.daemon import this_host_node
+from sidemesh.local.kubelet import PodWorker
 from sidemesh.local.model import NetworkRecord, PodRecord, SecretRecord, State, key
 from sidemesh.local.naming import node_netns, runtime_prefix
 from sidemesh.local.node_api import NodeApi
@@ -83,28 +81,13 @@ class NodeAgent:
         self.last_rules: str | None = None
         self.last_heartbeat = 0.0
         self.created_paths: list[Path] = []
-        argv, bin_dir = sidemesh_command()
-        source_root = str(Path(__file__).resolve().parent.parent.parent)
-        self.context = NodeContext(
+        self.context = this_host_node(
             network=self.network,
             pods_dir=settings.state_dir / "pods",
-            python=sys.executable,
-            launcher_env={
-                "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                "PYTHONPATH": source_root,
-                "PYTHONDONTWRITEBYTECODE": "1",
-            },
-            sidemesh_argv=argv,
-            sidemesh_bin=bin_dir,
-            expose=exposed_paths(),
             lookups=self._lookups,
             token=self._token,
             ensure_mount_point=self._mount_point,
             etc_files=self._etc_files,
-            clock=time.time,
-            node_cpus=os.cpu_count() or 1,
-            node_memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-            max_grace_seconds=MAX_GRACE_SECONDS,
         )
 
     # --- what pods need from the node -------------------------------------------------------
