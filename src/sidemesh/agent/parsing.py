@@ -8,13 +8,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import re
 from typing import Final
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS: Final = {
-    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
-}  # fmt: skip
+from sidemesh.api.durations import go_duration_seconds
 
 ENVOY_LOG_LEVELS: Final = frozenset(
     {"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}
@@ -38,14 +34,10 @@ def parse_duration(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
-        position, seconds = 0, 0.0
-        for match in _DURATION_PART.finditer(text):
-            if match.start() != position:
-                break
-            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-            position = match.end()
-        if position != len(text):
+        parsed = go_duration_seconds(text)
+        if parsed is None:
             raise ValueError(f"{text!r} is not a duration (examples: 5s, 1m30s, 500ms)") from None
+        seconds = parsed
     if seconds < 0:
         raise ValueError(f"{text!r} is negative")
     return seconds

@@ -18,16 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
+from sidemesh.api.durations import go_duration_seconds
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Istio's host labels allow upper case and underscores are refused (RFC 1123, case-insensitive).
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$")
@@ -49,13 +41,8 @@ def parse_duration(text: str) -> timedelta:
     Raises ValueError."""
     if not isinstance(text, str) or not text:
         raise ValueError("must be a duration such as 1s, 500ms or 1m")
-    position, seconds = 0, 0.0
-    for part in _DURATION_PART.finditer(text):
-        if part.start() != position:
-            break
-        seconds += float(part.group(1)) * _UNIT_SECONDS[part.group(2)]
-        position = part.end()
-    if position != len(text):
+    seconds = go_duration_seconds(text)
+    if seconds is None:
         raise ValueError(f"{text!r} is not a duration such as 1s, 500ms or 1m")
     return timedelta(seconds=seconds)
 
