@@ -27,7 +27,13 @@ Every wait is bounded. Nothing is tuned to flatter a figure: Envoy runs with the
 the injected pod gets (ISTIO_CPU_LIMIT from the default 2-CPU limit), on however many CPUs
 this host has (`cpus`), sharing them with the load generator and the app.
 
+* with `--memory`, also benchmarks/sidecar_memory.py's figures (the agent's and Envoy's
+  Private_Dirty idle and under load, start-to-ready), from its own cluster, same session:
+  `agent_private_mb_idle`, `agent_private_mb_load`, `envoy_private_mb_idle`,
+  `envoy_private_mb_load`, `start_to_ready_median_s`, … under `memory`.
+
     sudo .venv/bin/python benchmarks/sidecar.py [--starts 7] [--rate 1000] [--duration 10]
+                                                [--memory]
 """
 
 from __future__ import annotations
@@ -223,6 +229,8 @@ def main() -> int:
         default=None,
         help="Envoy worker threads per sidecar (proxy.istio.io/config); default: the injector's",
     )
+    parser.add_argument("--memory", action="store_true",
+                        help="also run benchmarks/sidecar_memory.py (its defaults)")  # fmt: skip
     args = parser.parse_args()
     extra: dict[str, str] = {}
     if args.concurrency is not None:
@@ -263,6 +271,12 @@ def main() -> int:
         q: round(latency[f"added_{q}_ms"] - reference[f"added_{q}_ms"], 3)
         for q in ("p50", "p90", "p99")
     }
+    if args.memory:
+        import sidecar_memory
+
+        memory_args = argparse.ArgumentParser()
+        sidecar_memory.add_arguments(memory_args)
+        result["memory"] = sidecar_memory.measure(memory_args.parse_args([]))
     result["targets"] = {"start_to_ready_median_s": 1.0, "added_p90_ms": 0.25,
                          "istio_published_added_p90_ms": 0.228}  # fmt: skip
     print(json.dumps(result))

@@ -25,9 +25,8 @@ What Envoy starts with, everything else arrives over xDS:
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
-
-import orjson
 
 from sidemesh.agent import parsing
 from sidemesh.agent.settings import AgentSettings
@@ -326,4 +325,4 @@ def build_bootstrap(settings: AgentSettings) -> dict[str, Any]:
 
 def render_bootstrap(settings: AgentSettings) -> bytes:
     """The bootstrap file's bytes (JSON, which Envoy reads as YAML too)."""
-    return orjson.dumps(build_bootstrap(settings), option=orjson.OPT_INDENT_2) + b"\n"
+    return json.dumps(build_bootstrap(settings), indent=2).encode() + b"\n"

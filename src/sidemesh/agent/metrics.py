@@ -9,12 +9,11 @@ family appears twice; ours are all prefixed `sidemesh_agent_` (plus Istio's
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
-
-import orjson
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_APP_PATH: Final = "/metrics"
@@ -43,8 +42,8 @@ def parse_prometheus_annotations(encoded: str, *, status_port: int) -> AppMetric
     if not encoded.strip():
         return None
     try:
-        original = orjson.loads(encoded)
-    except orjson.JSONDecodeError as exc:
+        original = json.loads(encoded)
+    except json.JSONDecodeError as exc:
         raise MetricsConfigError(f"ISTIO_PROMETHEUS_ANNOTATIONS is not valid JSON: {exc}") from exc
     if not isinstance(original, dict):
         raise MetricsConfigError("ISTIO_PROMETHEUS_ANNOTATIONS must be a JSON object")

@@ -3,7 +3,8 @@
 * HTTP(S): GET with the probe's headers; 2xx and 3xx succeed (redirects are not followed).
   HTTPS does not verify the certificate, exactly like the kubelet.
 * TCP: the connection opens.
-* gRPC: `grpc.health.v1.Health/Check` (grpcio-health-checking's stub) answers SERVING.
+* gRPC: `grpc.health.v1.Health/Check` (grpcio-health-checking's stub) answers SERVING;
+  grpcio is loaded on the first gRPC probe only.
 
 Each probe is bounded by its own `timeoutSeconds` (default 1 s). The target is the probe's
 `host` if it set one, else the pod IP (where the kubelet would have sent it), configurable
@@ -28,10 +29,6 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
-
-import grpc  # type: ignore[import-untyped, unused-ignore]
-from grpc_health.v1 import health_pb2  # type: ignore[import-untyped, unused-ignore]
-from grpc_health.v1.health_pb2_grpc import HealthStub  # type: ignore[import-untyped, unused-ignore]
 
 from sidemesh.agent import http
 from sidemesh.agent.metrics import AgentMetrics
@@ -124,6 +121,13 @@ async def _probe_tcp(
 
 
 async def _probe_grpc(action: GrpcProbe, host: str, timeout: float) -> ProbeResult:
+    # Imported on the first gRPC probe: a pod without one never loads grpcio into the agent.
+    import grpc  # type: ignore[import-untyped, unused-ignore]
+    from grpc_health.v1 import health_pb2  # type: ignore[import-untyped, unused-ignore]
+    from grpc_health.v1.health_pb2_grpc import (  # type: ignore[import-untyped, unused-ignore]
+        HealthStub,
+    )
+
     target = _target(host, action.port)
     async with grpc.aio.insecure_channel(target) as channel:
         request = health_pb2.HealthCheckRequest(service=action.service)

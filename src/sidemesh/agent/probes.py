@@ -8,11 +8,10 @@ as a probe that can never pass.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
-
-import orjson
 
 APP_HEALTH_PREFIX: Final = "/app-health/"
 DEFAULT_TIMEOUT_SECONDS: Final = 1.0
@@ -122,8 +121,8 @@ def parse_app_probers(encoded: str) -> dict[str, AppProbe]:
     if not encoded.strip():
         return {}
     try:
-        document = orjson.loads(encoded)
-    except orjson.JSONDecodeError as exc:
+        document = json.loads(encoded)
+    except json.JSONDecodeError as exc:
         raise ProbeConfigError(f"ISTIO_KUBE_APP_PROBERS is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise ProbeConfigError("ISTIO_KUBE_APP_PROBERS must be a JSON object")

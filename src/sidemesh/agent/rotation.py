@@ -12,14 +12,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sidemesh.agent import certs
-from sidemesh.agent.ca_client import CaClient, CaError
+from sidemesh.agent.issuing import CaError, CertificateError, Issuer, WorkloadCertificate
 from sidemesh.agent.metrics import AgentMetrics
 from sidemesh.security.files import write_atomically
 
 log = logging.getLogger("sidemesh.agent.certificates")
 
-Subscriber = Callable[[certs.WorkloadCertificate], None]
+Subscriber = Callable[[WorkloadCertificate], None]
 
 
 async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
@@ -33,7 +32,7 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
     return True
 
 
-def write_certificate_files(directory: Path, certificate: certs.WorkloadCertificate) -> None:
+def write_certificate_files(directory: Path, certificate: WorkloadCertificate) -> None:
     """Istio's OUTPUT_CERTS layout: cert-chain.pem, key.pem (0600), root-cert.pem."""
     directory.mkdir(parents=True, exist_ok=True)
     write_atomically(directory / "cert-chain.pem", certificate.chain_pem, 0o644)
@@ -45,7 +44,7 @@ class CertificateManager:
     def __init__(
         self,
         *,
-        client: CaClient,
+        client: Issuer,
         spiffe_id: str,
         root_cert: Path,
         ttl: float,
@@ -67,7 +66,7 @@ class CertificateManager:
         self._max_backoff = max_backoff
         self._clock = clock
         self._subscribers: list[Subscriber] = []
-        self.current: certs.WorkloadCertificate | None = None
+        self.current: WorkloadCertificate | None = None
         self._received_at: float | None = None
 
     def subscribe(self, subscriber: Subscriber) -> None:
@@ -82,24 +81,20 @@ class CertificateManager:
             raise CaError(f"the mesh root {self._root_cert} holds no PEM certificate")
         return root
 
-    async def _request(self) -> certs.WorkloadCertificate:
+    async def _request(self) -> WorkloadCertificate:
         root = self._read_root()  # re-read each time: the root may rotate
-        key = certs.generate_key()
-        chain = await self._client.sign(
-            certs.build_csr(key, self._spiffe_id),
-            ttl_seconds=max(1, math.ceil(self._ttl)),
-            root_pem=root,
+        certificate = await self._client.issue(
+            spiffe_id=self._spiffe_id, ttl_seconds=max(1, math.ceil(self._ttl)), root_pem=root
         )
-        certificate = certs.assemble(chain, key, root)
         if certificate.not_after <= self._clock():
-            raise certs.CertificateError("the CA returned an already expired certificate")
+            raise CertificateError("the CA returned an already expired certificate")
         if self._spiffe_id not in certificate.uris:
             log.warning(
                 "the CA's certificate names %s, not %s", list(certificate.uris), self._spiffe_id
             )
         return certificate
 
-    def _install(self, certificate: certs.WorkloadCertificate) -> None:
+    def _install(self, certificate: WorkloadCertificate) -> None:
         self.current = certificate
         self._received_at = self._clock()
         self._metrics.cert_renewals += 1
@@ -131,7 +126,7 @@ class CertificateManager:
         while not stop.is_set():
             try:
                 certificate = await self._request()
-            except (CaError, certs.CertificateError) as exc:
+            except (CaError, CertificateError) as exc:
                 self._metrics.cert_renewal_failures += 1
                 delay = self._retry_delay(backoff)
                 log.warning("certificate request failed, retrying in %.1fs: %s", delay, exc)

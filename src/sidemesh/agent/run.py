@@ -1,26 +1,27 @@
 """The agent as one asyncio program, and `sidemesh agent wait`.
 
 Startup order: the status server binds first (so probes get a reasoned 503 rather than a
-refused connection while the rest starts), then the workload certificate, then SDS on its Unix
-socket, then Envoy with its bootstrap. `/healthz/ready` turns 200 once Envoy is live with its
-first listeners and clusters. SIGTERM, SIGINT or `POST /quitquitquit` drain Envoy and exit 0.
-If Envoy exits on its own the agent exits 1, for the kubelet to restart the container.
+refused connection while the rest starts), then SDS on its Unix socket and Envoy with its
+bootstrap, while the workload certificate is being requested (Envoy's secrets wait for it).
+`/healthz/ready` turns 200 once Envoy is live with its first listeners and clusters. SIGTERM,
+SIGINT or `POST /quitquitquit` drain Envoy and exit 0. If Envoy exits on its own the agent
+exits 1, for the kubelet to restart the container.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import logging
 import signal
-import sys
 import time
 from collections.abc import Awaitable
 from typing import Final
 
 from sidemesh.agent import http
 from sidemesh.agent.bootstrap import loopback, render_bootstrap
-from sidemesh.agent.ca_client import CaClient
 from sidemesh.agent.envoy import (
     EnvoyExitedError,
     EnvoyNotFoundError,
@@ -28,6 +29,8 @@ from sidemesh.agent.envoy import (
     envoy_command,
     find_envoy_binary,
 )
+from sidemesh.agent.issuing import IssuerProcess, PendingAnswer
+from sidemesh.agent.issuing_protocol import CA_TIMEOUT
 from sidemesh.agent.metrics import AgentMetrics
 from sidemesh.agent.prober import Prober
 from sidemesh.agent.rotation import CertificateManager, sleep_unless
@@ -41,24 +44,23 @@ log = logging.getLogger("sidemesh.agent")
 DEFAULT_READY_URL: Final = "http://127.0.0.1:15020/healthz/ready"
 
 
-def configure_logging(level: int) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    # Envoy's own --log-level already chose what it prints; never filter it a second time.
-    logging.getLogger("sidemesh.agent.envoy.output").setLevel(logging.INFO)
-    logging.getLogger("uvicorn.error").setLevel(max(level, logging.WARNING))
-
-
 async def _report_ready(app: StatusApp, stop: asyncio.Event, started: float) -> None:
     """Log, once, how long the sidecar took to become ready."""
     while not await sleep_unless(stop, 0.2):
         if await app.not_ready_reason() is None:
             log.info("sidecar ready %.2fs after agent start", time.monotonic() - started)
+            release_startup_memory()
             return
+
+
+def release_startup_memory() -> None:
+    """Give back what start-up used and no longer needs: collect its garbage, keep the
+    collector off the objects that live as long as the agent (gc.freeze), and return the
+    C heap's free pages to the kernel (glibc keeps them otherwise)."""
+    gc.collect()
+    gc.freeze()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 class _Tasks:
@@ -92,8 +94,11 @@ class _Tasks:
                 await task
 
 
-async def run_agent(settings: AgentSettings) -> int:
-    """Run until asked to stop; the process exit code."""
+async def run_agent(
+    settings: AgentSettings, *, first_certificate: PendingAnswer | None = None
+) -> int:
+    """Run until asked to stop; the process exit code. `first_certificate`: a request
+    already under way (see `launch`)."""
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -108,11 +113,13 @@ async def run_agent(settings: AgentSettings) -> int:
     metrics = AgentMetrics()
     control_plane = settings.control_plane
     certificates = CertificateManager(
-        client=CaClient(
+        client=IssuerProcess(
             address=control_plane.ca_address,
             server_name=control_plane.server_name(control_plane.ca_address),
             token_path=settings.paths.token,
             cluster_id=settings.cluster_id,
+            timeout=CA_TIMEOUT,
+            pending=first_certificate,
         ),
         spiffe_id=settings.identity.spiffe_id,
         root_cert=settings.paths.root_cert,
@@ -138,15 +145,17 @@ async def run_agent(settings: AgentSettings) -> int:
     supervisor: EnvoySupervisor | None = None
     try:
         await status.start()
-        if not await certificates.obtain(stop) or certificates.current is None:
-            return 0  # asked to stop before the first certificate arrived
-        sds = SdsServer(settings.paths.sds_socket, certificates.current)
+        # SDS and Envoy start while the first certificate is requested: Envoy's secrets
+        # (and so its connection to the control plane) wait for it, its own start does not.
+        sds = SdsServer(settings.paths.sds_socket)
         await sds.start()
         certificates.subscribe(sds.publish)
-        tasks.start(certificates.keep_renewed(stop), "certificate renewal")
         write_atomically(settings.paths.bootstrap, render_bootstrap(settings), 0o644)
         supervisor = EnvoySupervisor(envoy_command(settings, binary))
         tasks.start(supervisor.run(), "Envoy supervisor")
+        if not await certificates.obtain(stop) or certificates.current is None:
+            return 0 if not tasks.failed else 1  # asked to stop before the first certificate
+        tasks.start(certificates.keep_renewed(stop), "certificate renewal")
         tasks.start(_report_ready(app, stop, started), "readiness report")
         await stop.wait()
         if tasks.failed:

@@ -6,28 +6,26 @@
 * `GET /stats/prometheus`: Envoy's, the app's and the agent's metrics in one text body.
 * `POST /quitquitquit`: graceful exit (for Jobs), accepted from the pod's loopback only.
 
-A raw ASGI app on uvicorn (httptools), bound to a socket the agent creates itself so that a
-port conflict is an ordinary OSError at startup.
+A raw ASGI app on the agent's own small HTTP/1.1 server (`server`, httptools), bound to a
+socket the agent creates itself so that a port conflict is an ordinary OSError at startup.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final
-
-import uvicorn
 
 from sidemesh.agent import http, readiness
 from sidemesh.agent.metrics import CONTENT_TYPE, AgentMetrics, AppMetricsTarget, merge_metrics
 from sidemesh.agent.prober import Prober
 from sidemesh.agent.probes import APP_HEALTH_PREFIX
+from sidemesh.agent.server import HttpServer
 
 log = logging.getLogger("sidemesh.agent.status")
 
@@ -155,51 +153,26 @@ async def _respond(send: Send, status: int, body: bytes, *, content_type: str = 
     await send({"type": "http.response.body", "body": body})
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handling: the agent owns SIGTERM (it drains Envoy first)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class StatusServer:
     def __init__(self, app: StatusApp, *, host: str, port: int) -> None:
         self._app = app
         self._host = host
         self._port = port
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: HttpServer | None = None
 
     async def start(self) -> None:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         sock = socket.create_server((self._host, self._port), family=family)
-        config = uvicorn.Config(
-            self._app,
-            loop="none",
-            http="httptools",
-            ws="none",
-            lifespan="off",
-            interface="asgi3",
-            access_log=False,
-            log_config=None,
-            server_header=False,
-            date_header=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # raises what stopped it
-                raise OSError("the status server stopped during startup")
-            await asyncio.sleep(0.01)
+        server = HttpServer(self._app)
+        try:
+            await server.start(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._server = server
         log.info("status server listening on %s:%d", self._host, self._port)
 
     async def stop(self) -> None:
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._task, timeout=3.0)
-        self._server = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None

@@ -9,7 +9,6 @@ plain process; their defaults are Istio's.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -76,18 +75,21 @@ def proxy(ctx: click.Context, /, kind: str, **options: Any) -> None:
     del kind
     # Envoy is started with fork+exec; gRPC's fork handlers only add noise for that.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    from sidemesh.agent.launch import abandon, configure_logging, exec_agent, start_first_request
+
+    first_request = start_first_request()  # warms up while the settings are resolved
     from sidemesh.agent.config import AgentFlags, SettingsError, load_settings
-    from sidemesh.agent.run import configure_logging, run_agent
 
     try:
         settings = load_settings(flags=AgentFlags(**options))
     except SettingsError as exc:
+        abandon(first_request)
         click.echo(f"sidemesh agent: {exc}", err=True)
         sys.exit(2)
     configure_logging(settings.agent_log_level)
     if ctx.args:
         log.warning("ignoring arguments the sidemesh agent does not use: %s", " ".join(ctx.args))
-    sys.exit(asyncio.run(run_agent(settings)))
+    exec_agent(settings, first_request)  # the agent imports none of this command's modules
 
 
 @agent.command("wait")
@@ -115,6 +117,8 @@ def proxy(ctx: click.Context, /, kind: str, **options: Any) -> None:
 )
 def wait(timeout: float, url: str, period: float) -> None:
     """Exit 0 once the sidecar is ready, 1 after the timeout."""
+    import asyncio
+
     from sidemesh.agent.run import wait_until_ready
 
     click.echo(f"Waiting for the sidecar to be ready (timeout: {timeout:g} seconds)...", err=True)
