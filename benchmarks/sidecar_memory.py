@@ -176,7 +176,10 @@ def _renewals(pod: Pod) -> int:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """The figures (see the module doc); `args` as main's parser makes them."""
     result: dict[str, Any] = {}
-    annotations = {names.ANNOTATION_PROXY_CONFIG: SHORT_LIVED_CERTIFICATES}
+    proxy_config = json.loads(SHORT_LIVED_CERTIFICATES)
+    if args.concurrency is not None:
+        proxy_config["concurrency"] = args.concurrency  # Envoy's worker threads
+    annotations = {names.ANNOTATION_PROXY_CONFIG: json.dumps(proxy_config)}
     with MeshKit() as kit:
         kit.add_service(BACKEND)
         client = kit.add_pod("client-0", app="client", service_account="client",
@@ -191,6 +194,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         idle = sidecar_memory(backend)
         assert backend.agent is not None
         result["agent_threads_idle"] = threads(backend.agent.pid)
+        result["envoy_concurrency"] = (
+            args.concurrency
+            if args.concurrency is not None
+            else int(backend.agent_env.get("ISTIO_CPU_LIMIT", "0"))
+        )
         loaded = measure_load(client, backend, args)
         result.update({
             "agent_private_mb_idle": round(idle["agent"], 1),
@@ -215,6 +223,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
     parser.add_argument(f"--{prefix}rate", dest="rate", type=float, default=1000.0)
     parser.add_argument(f"--{prefix}duration", dest="duration", type=float, default=20.0)
     parser.add_argument(f"--{prefix}settle", dest="settle", type=float, default=5.0)
+    parser.add_argument(
+        f"--{prefix}concurrency", dest="concurrency", type=int, default=None,
+        help="Envoy worker threads (proxy.istio.io/config); default: the injector's",
+    )  # fmt: skip
 
 
 def main() -> int:
