@@ -91,7 +91,7 @@ class Runtime:
             result = apiserver.apply_objects(
                 state, documents, now=time.time(), default_namespace=default_namespace
             )
-        errors = [self._from_file(e, source) for e in result.errors]
+        errors = [apiserver.name_file(e, source) for e in result.errors]
         lines = list(result.lines)
         if result.pods:
             self.start()
@@ -101,12 +101,6 @@ class Runtime:
                 except (AdmissionError, apiserver.ApiError) as exc:
                     errors.append(f'Error from server: error when creating "{source}": {exc}')
         return lines, errors
-
-    @staticmethod
-    def _from_file(error: str, source: str) -> str:
-        if error.startswith("Error from server (NotFound)"):
-            return error.replace(": ", f': error when creating "{source}": ', 1)
-        return error
 
     def create_pod(self, pod: dict[str, Any]) -> str:
         """A bare pod: admitted by the webhooks as the API server would, then stored."""
