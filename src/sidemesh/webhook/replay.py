@@ -6,15 +6,19 @@ admitted with the same pod template, owner, namespace and user, and the bodies d
 once a body has been answered, a later body that is byte-for-byte the same except for the uid
 value gets the same answer with the new uid spliced in: no JSON decode, no engine, no encode.
 
-Soundness rests on three checks, made when an answer is remembered (a miss, which has already
-paid for a full decode) so that the hit path is a `find`, a dict lookup and a concatenation:
+Soundness rests on three checks, so that the hit path is a `find`, a dict lookup and a
+concatenation:
 
 * the key is the body with the value of its first `"uid":"…"` cut out; that value must be a
   plain run of uid characters (no escapes, so its bytes are its value);
+* the answer must echo exactly that uid right after `"response":{"uid":"`, where the splice goes
+  (checked when the answer is remembered);
 * the cut-out slot must be `request.uid`: the body with a sentinel in the slot is decoded and
   its `request.uid` must read back as the sentinel (an owner reference or anything else that
-  happens to come first never qualifies);
-* the answer must echo exactly that uid right after `"response":{"uid":"`, where the splice goes.
+  happens to come first never qualifies). This costs a decode, so it is made once per key, on
+  its first replay, not when the answer is remembered: on a real API server most bodies never
+  repeat (each pod's token volume has a random name), and would pay for it in vain. A key whose
+  slot fails is kept as unsound and never replayed.
 
 Answers with an admitter error are never remembered (the error is logged per request), and
 neither are bodies over `max_body_bytes` or anything beyond `max_bytes` in all. One memo serves
@@ -24,7 +28,7 @@ one admitter: a webhook that swaps its engine must start a new memo.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import orjson
@@ -52,6 +56,7 @@ class _Answer:
     tail: bytes  # response body after the uid
     kind: ResultKind
     code: str
+    checked: bool = False  # the slot was proven to be `request.uid`
 
 
 class ReplayMemo:
@@ -86,9 +91,18 @@ class ReplayMemo:
         if cut is None:
             self._answers.misses += 1
             return None
-        stripped, uid, _ = cut
-        answer = self._answers.get((route, stripped))
+        stripped, uid, start = cut
+        key = (route, stripped)
+        answer = self._answers.get(key)
         if answer is None:
+            return None
+        if not answer.checked:
+            if not _slot_is_request_uid(body, start, len(uid)):
+                self._answers.put(key, _UNSOUND, weight=len(stripped))
+                return None
+            answer = replace(answer, checked=True)
+            self._answers.put(key, answer, weight=_weight(stripped, answer))
+        if answer is _UNSOUND:
             return None
         return ReviewResult(200, answer.head + uid + answer.tail, answer.kind, answer.code)
 
@@ -101,9 +115,9 @@ class ReplayMemo:
         cut = _cut_uid(body)
         if cut is None:
             return
-        stripped, uid, start = cut
+        stripped, uid, _ = cut
         key = (route, stripped)
-        if key in self._answers or not _slot_is_request_uid(body, start, len(uid)):
+        if key in self._answers:
             return
         at = result.body.find(_RESPONSE_UID)
         if at < 0:
@@ -113,7 +127,15 @@ class ReplayMemo:
         if result.body[head_end:tail_start] != uid or result.body[tail_start:][:1] != b'"':
             return
         answer = _Answer(result.body[:head_end], result.body[tail_start:], result.kind, result.code)
-        self._answers.put(key, answer, weight=len(stripped) + len(result.body))
+        self._answers.put(key, answer, weight=_weight(stripped, answer))
+
+
+# A key whose uid slot is not `request.uid`: remembered so that it is not checked again.
+_UNSOUND: Final = _Answer(b"", b"", "rejected", "", checked=True)
+
+
+def _weight(stripped: bytes, answer: _Answer) -> int:
+    return len(stripped) + len(answer.head) + len(answer.tail)
 
 
 def _cut_uid(body: bytes) -> tuple[bytes, bytes, int] | None:
