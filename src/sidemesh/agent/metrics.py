@@ -15,7 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+from sidemesh.api.prometheus_text import CONTENT_TYPE as CONTENT_TYPE
+from sidemesh.api.prometheus_text import Family, Sample, render
+
 DEFAULT_APP_PATH: Final = "/metrics"
 DEFAULT_APP_PORT: Final = 80
 
@@ -61,10 +63,6 @@ def parse_prometheus_annotations(encoded: str, *, status_port: int) -> AppMetric
     return AppMetricsTarget(port=port, path=path)
 
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 @dataclass
 class AgentMetrics:
     """A handful of counters about the agent itself; mutated from the event loop only."""
@@ -77,30 +75,46 @@ class AgentMetrics:
     def record_probe(self, path: str, *, success: bool) -> None:
         self.probe_results[(path, "success" if success else "failure")] += 1
 
-    def render(self, *, now: float) -> str:
-        lines = [
-            "# HELP sidemesh_agent_cert_renewals_total Workload certificates obtained from the CA.",
-            "# TYPE sidemesh_agent_cert_renewals_total counter",
-            f"sidemesh_agent_cert_renewals_total {self.cert_renewals}",
-            "# HELP sidemesh_agent_cert_renewal_failures_total Failed certificate requests.",
-            "# TYPE sidemesh_agent_cert_renewal_failures_total counter",
-            f"sidemesh_agent_cert_renewal_failures_total {self.cert_renewal_failures}",
-            "# HELP sidemesh_agent_app_probe_results_total App probes run, by path and result.",
-            "# TYPE sidemesh_agent_app_probe_results_total counter",
+    def families(self, *, now: float) -> list[Family]:
+        probes = [
+            Sample(count, (("path", path), ("result", result)))
+            for (path, result), count in sorted(self.probe_results.items())
         ]
-        for (path, result), count in sorted(self.probe_results.items()):
-            lines.append(
-                f'sidemesh_agent_app_probe_results_total{{path="{_escape_label(path)}",'
-                f'result="{result}"}} {count}'
-            )
+        families = [
+            Family(
+                "sidemesh_agent_cert_renewals_total",
+                "counter",
+                "Workload certificates obtained from the CA.",
+                [Sample(self.cert_renewals)],
+            ),
+            Family(
+                "sidemesh_agent_cert_renewal_failures_total",
+                "counter",
+                "Failed certificate requests.",
+                [Sample(self.cert_renewal_failures)],
+            ),
+            Family(
+                "sidemesh_agent_app_probe_results_total",
+                "counter",
+                "App probes run, by path and result.",
+                probes,
+            ),
+        ]
         if self.cert_expiry_timestamp is not None:
-            lines += [
-                "# HELP istio_agent_cert_expiry_seconds Time remaining before the workload "
-                "certificate expires.",
-                "# TYPE istio_agent_cert_expiry_seconds gauge",
-                f"istio_agent_cert_expiry_seconds {max(0.0, self.cert_expiry_timestamp - now):.3f}",
-            ]
-        return "\n".join(lines) + "\n"
+            remaining = max(0.0, self.cert_expiry_timestamp - now)
+            families.append(
+                Family(
+                    "istio_agent_cert_expiry_seconds",
+                    "gauge",
+                    "Time remaining before the workload certificate expires.",
+                    [Sample(remaining)],
+                    number_format=".3f",
+                )
+            )
+        return families
+
+    def render(self, *, now: float) -> str:
+        return render(self.families(now=now))
 
 
 def _normalised(text: str) -> str:

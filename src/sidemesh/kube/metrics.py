@@ -1,4 +1,5 @@
-"""Counters for the control plane's Kubernetes duties, in the Prometheus text format.
+"""Counters for the control plane's Kubernetes duties, written by the shared text-format
+writer (`sidemesh.api.prometheus_text`).
 
 Written by the cluster-duties event loop only; rendering reads plain ints, so a scrape from
 another thread sees a consistent-enough snapshot without locks (as the webhook's metrics do).
@@ -7,6 +8,8 @@ another thread sees a consistent-enough snapshot without locks (as the webhook's
 from __future__ import annotations
 
 from collections import defaultdict
+
+from sidemesh.api.prometheus_text import Family, Sample, render
 
 _HELP: dict[str, str] = {
     "sidemesh_kube_api_failures_total": "Kubernetes API calls that failed, by operation.",
@@ -40,18 +43,20 @@ class KubeMetrics:
     def set(self, name: str, value: float) -> None:
         self.gauges[name] = value
 
-    def render(self) -> bytes:
-        lines: list[str] = []
+    def families(self) -> list[Family]:
+        families: list[Family] = []
         for name, help_text in _HELP.items():
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            # a counter nobody has touched yet still shows as a zero series
             series = dict(self.counters.get(name, {})) or {(): 0}
-            for labels, value in sorted(series.items()):
-                rendered = ",".join(f'{k}="{v}"' for k, v in labels)
-                lines.append(f"{name}{{{rendered}}} {value}" if rendered else f"{name} {value}")
+            samples = [Sample(value, labels) for labels, value in sorted(series.items())]
+            families.append(Family(name, "counter", help_text, samples))
         for name, help_text in _GAUGES.items():
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-            lines.append(f"{name} {self.gauges.get(name, 0):g}")
-        return ("\n".join(lines) + "\n").encode()
+            samples = [Sample(self.gauges.get(name, 0))]
+            families.append(Family(name, "gauge", help_text, samples, number_format="g"))
+        return families
+
+    def render(self) -> bytes:
+        return render(self.families()).encode()
 
 
 # The process-wide instance the duties record into (tests pass their own).

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from sidemesh.api.prometheus_text import Family, Sample, labelled, render_lines
 from sidemesh.security import protocol
 from sidemesh.security.authn import AuthenticationError, Authenticator
 from sidemesh.security.ca import CertificateAuthority, CsrError
@@ -38,24 +39,35 @@ class CaMetrics:
     def refuse(self, code: str) -> None:
         self.refused[code] = self.refused.get(code, 0) + 1
 
-    def render(self) -> list[str]:
-        lines = [
-            "# TYPE citadel_server_csr_count counter",
-            f"citadel_server_csr_count {self.csr_requests}",
-            "# TYPE citadel_server_success_cert_issuance_count counter",
-            f"citadel_server_success_cert_issuance_count {self.signed}",
-            "# TYPE citadel_server_csr_refused_count counter",
-        ]
-        lines += [
-            f'citadel_server_csr_refused_count{{reason="{reason}"}} {count}'
-            for reason, count in sorted(self.refused.items())
+    def families(self) -> list[Family]:
+        # Istio's citadel metrics have always been served here without HELP lines.
+        families = [
+            Family("citadel_server_csr_count", "counter", None, [Sample(self.csr_requests)]),
+            Family(
+                "citadel_server_success_cert_issuance_count", "counter", None, [Sample(self.signed)]
+            ),
+            Family(
+                "citadel_server_csr_refused_count",
+                "counter",
+                None,
+                labelled("reason", self.refused),
+            ),
         ]
         if self.root_expiry is not None:
-            lines += [
-                "# TYPE citadel_server_root_cert_expiry_timestamp gauge",
-                f"citadel_server_root_cert_expiry_timestamp {self.root_expiry.timestamp():.0f}",
-            ]
-        return lines
+            expiry = Sample(self.root_expiry.timestamp())
+            families.append(
+                Family(
+                    "citadel_server_root_cert_expiry_timestamp",
+                    "gauge",
+                    None,
+                    [expiry],
+                    number_format=".0f",
+                )
+            )
+        return families
+
+    def render(self) -> list[str]:
+        return render_lines(self.families())
 
 
 class CertificateService:
