@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from functools import lru_cache
 from typing import Any, Final
 
+from sidemesh.api import prometheus_text
 from sidemesh.webhook.admission import Admitter, ResultKind, ReviewResult, review
 from sidemesh.webhook.deadlines import BodyDeadlines
 from sidemesh.webhook.metrics import InjectionMetrics, OutcomeClass
@@ -37,7 +38,7 @@ BODY_TIMEOUT_SECONDS: Final = 30.0
 
 _TEXT: Final = b"text/plain; charset=utf-8"
 _JSON: Final = b"application/json"
-_PROMETHEUS: Final = b"text/plain; version=0.0.4; charset=utf-8"
+_PROMETHEUS: Final = prometheus_text.CONTENT_TYPE.encode()
 
 _OUTCOME_CLASS: Final[dict[ResultKind, OutcomeClass]] = {
     "injected": "success",

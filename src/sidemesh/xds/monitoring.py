@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import orjson
 
-from sidemesh.api import names
+from sidemesh.api import names, prometheus_text
 from sidemesh.security.authn import AuthenticationError, Authenticator
 
 log = logging.getLogger("sidemesh.xds.monitoring")
@@ -106,8 +106,8 @@ class MonitoringServer:
         debug_namespace: str = names.CONTROL_PLANE_NAMESPACE,
     ) -> None:
         self._routes: dict[str, Callable[[], Answer]] = {
-            "/metrics": lambda: (200, "text/plain; version=0.0.4", metrics().encode()),
-            "/stats/prometheus": lambda: (200, "text/plain; version=0.0.4", metrics().encode()),
+            "/metrics": lambda: (200, prometheus_text.CONTENT_TYPE, metrics().encode()),
+            "/stats/prometheus": lambda: (200, prometheus_text.CONTENT_TYPE, metrics().encode()),
             "/debug/syncz": lambda: (200, "application/json", orjson.dumps(syncz())),
             "/ready": lambda: (200, "text/plain", b"ok\n") if ready() else (
                 503, "text/plain", b"not ready\n"),
