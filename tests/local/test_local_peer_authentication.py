@@ -71,3 +71,22 @@ def test_the_control_plane_serves_xds_and_the_ca_from_the_runtimes_files() -> No
     assert pairs["--ca-dir"] == "/etc/cacerts"
     assert pairs["--token-file"] == "/var/lib/sidemesh/tokens/tokens.yaml"
     assert pairs["--xds-tls-port"] == "15012"
+
+
+def test_port_levels_are_applied_with_a_selector_and_refused_without_one() -> None:
+    state = empty_state()
+    ensure_namespace(state, "demo", 1.0)
+    workload = policy()
+    workload["metadata"]["name"] = "backend"
+    workload["spec"] = {
+        "selector": {"matchLabels": {"app": "backend"}},
+        "mtls": {"mode": "STRICT"},
+        "portLevelMtls": {9090: {"mode": "DISABLE"}},
+    }
+    applied = apply_objects(state, [workload], now=1.0, default_namespace="default")
+    assert applied.lines == ["peerauthentication.security.istio.io/backend created"]
+    namespace_wide = policy()
+    namespace_wide["spec"]["portLevelMtls"] = {9090: {"mode": "DISABLE"}}
+    refused = apply_objects(state, [namespace_wide], now=2.0, default_namespace="default")
+    assert refused.errors and "spec.portLevelMtls needs spec.selector" in refused.errors[0]
+    assert list(state.peerauthentications) == ["demo/backend"]

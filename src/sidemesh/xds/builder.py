@@ -74,7 +74,7 @@ def build_snapshot(
     policies: list[PeerAuthentication] = []
     for obj in by_kind.get("PeerAuthentication", []):
         try:
-            policies.append(convert.peer_authentication(obj))
+            policies.append(convert.peer_authentication(obj, ignored=problems))
         except (convert.ObjectError, ValueError, TypeError) as exc:
             problems.append(str(exc))
     traffic: dict[str, list[networking.Resource[Any]]] = {kind: [] for kind in TRAFFIC_KINDS}

@@ -8,6 +8,7 @@ the object and the field.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -69,23 +70,64 @@ def service(obj: Mapping[str, Any], domain: str = "cluster.local") -> Service:
     return Service(namespace, name, vip, tuple(sorted(ports)), domain)
 
 
-def peer_authentication(obj: Mapping[str, Any]) -> PeerAuthentication:
+def peer_authentication(
+    obj: Mapping[str, Any], *, ignored: list[str] | None = None
+) -> PeerAuthentication:
+    """Checked with Istio's rules, each problem naming its field. `portLevelMtls` without a
+    selector (a mesh or namespace-wide policy) is refused, as Istio's webhook refuses it;
+    a registry passes `ignored` to keep such a policy with its own mode instead, as istiod
+    does with one that got past the webhook, and learns why there."""
     _, namespace, name = object_key(obj)
     spec = obj.get("spec") or {}
     mode = _mode(obj, (spec.get("mtls") or {}).get("mode"), "spec.mtls.mode")
     selector = (spec.get("selector") or {}).get("matchLabels")
     port_modes = tuple(sorted(
-        (int(port), _mode(obj, (level or {}).get("mode"), f"spec.portLevelMtls.{port}.mode")
-         or "PERMISSIVE")
+        (_port(obj, port),
+         _mode(obj, (level or {}).get("mode"), f"spec.portLevelMtls.{port}.mode"))
         for port, level in (spec.get("portLevelMtls") or {}).items()
     ))  # fmt: skip
+    if port_modes and not selector:
+        problem = (
+            f"{_where(obj)}: spec.portLevelMtls needs spec.selector.matchLabels: port-level "
+            "mTLS applies to selected workloads only, not to a mesh or namespace-wide policy"
+        )
+        if ignored is None:
+            raise ObjectError(problem)
+        ignored.append(f"{problem} (ignored; spec.mtls.mode still applies)")
     return PeerAuthentication(
         namespace=namespace,
         name=name,
         mode=mode,
         selector=tuple(sorted((str(k), str(v)) for k, v in selector.items())) if selector else None,
         port_modes=port_modes if selector else (),
+        created=_created(obj),
     )
+
+
+def _port(obj: Mapping[str, Any], value: Any) -> int:
+    port = int(value) if isinstance(value, int) or str(value).isdigit() else 0
+    if not 1 <= port <= 65535:
+        raise ObjectError(f"{_where(obj)}: spec.portLevelMtls.{value}: port must be 1-65535")
+    return port
+
+
+def _created(obj: Mapping[str, Any]) -> float:
+    """metadata.creationTimestamp in seconds; absent (a hand-written file) counts as oldest."""
+    value = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not value:
+        return 0.0
+    if isinstance(value, datetime.datetime):  # YAML reads an unquoted timestamp as one
+        moment = value
+    else:
+        try:
+            moment = datetime.datetime.fromisoformat(str(value))
+        except ValueError:
+            raise ObjectError(
+                f"{_where(obj)}: metadata.creationTimestamp {value!r} is not an RFC 3339 time"
+            ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
 
 
 def _mode(obj: Mapping[str, Any], value: Any, field: str) -> MtlsMode | None:

@@ -6,7 +6,7 @@ be shared by every connection without locks and pieces of it can key caches.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -99,7 +99,9 @@ class PeerAuthentication:
     name: str
     mode: MtlsMode | None  # None = UNSET: inherit from the parent level
     selector: tuple[tuple[str, str], ...] | None = None
-    port_modes: tuple[tuple[int, MtlsMode], ...] = ()
+    # workload (target) port → mode; None = UNSET: the policy's own effective mode
+    port_modes: tuple[tuple[int, MtlsMode | None], ...] = ()
+    created: float = 0.0  # creationTimestamp (seconds): the oldest policy wins its level
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         return self.selector is not None and all(labels.get(k) == v for k, v in self.selector)
@@ -195,35 +197,55 @@ class MeshSnapshot:
         return tuple(e for e in self.endpoints.get(hostname, ()) if e.service_port == service_port)
 
     def mtls_mode(self, namespace: str, labels: Mapping[str, str], port: int | None) -> MtlsMode:
-        """The effective PeerAuthentication mode of a workload (and port), Istio's precedence:
-        workload selector > namespace > mesh (root namespace) > PERMISSIVE. The oldest policy
-        wins among several at one level, as in Istio (we take the first by name)."""
-        workload = sorted(
-            (
-                p
-                for p in self.peer_authentications
-                if p.namespace == namespace and p.selects(labels)
-            ),
-            key=lambda p: p.name,
+        """The effective PeerAuthentication mode of a workload (and port)."""
+        return effective_mtls_mode(
+            self.peer_authentications,
+            root_namespace=self.root_namespace,
+            namespace=namespace,
+            labels=labels,
+            port=port,
         )
-        namespace_wide = sorted(
-            (p for p in self.peer_authentications
-             if p.namespace == namespace and p.selector is None),
-            key=lambda p: p.name,
-        )  # fmt: skip
-        mesh = sorted(
-            (p for p in self.peer_authentications
-             if p.namespace == self.root_namespace and p.selector is None),
-            key=lambda p: p.name,
-        )  # fmt: skip
-        if workload and port is not None:
-            port_mode = dict(workload[0].port_modes).get(port)
-            if port_mode is not None:
-                return port_mode
-        for level in (workload, namespace_wide, mesh):
-            if level and level[0].mode is not None:
-                return level[0].mode
-        return "PERMISSIVE"
+
+
+def effective_mtls_mode(
+    policies: Iterable[PeerAuthentication],
+    *,
+    root_namespace: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    port: int | None,
+) -> MtlsMode:
+    """Istio's composition of PeerAuthentications for one workload port: a selector policy of
+    the workload's namespace > that namespace's policy without selector > the root
+    namespace's (mesh) policy without selector > PERMISSIVE. Within a level the oldest policy
+    wins (creationTimestamp, then name); UNSET inherits the level below. The workload
+    policy's `portLevelMtls` then overrides its port (UNSET there keeps the result). Selector
+    policies in the root namespace apply to no workload, as Istio documents."""
+    workload: list[PeerAuthentication] = []
+    namespace_wide: list[PeerAuthentication] = []
+    mesh: list[PeerAuthentication] = []
+    for policy in policies:
+        if policy.namespace == root_namespace:
+            if policy.selector is None:
+                mesh.append(policy)
+        elif policy.namespace == namespace:
+            if policy.selector is None:
+                namespace_wide.append(policy)
+            elif policy.selects(labels):
+                workload.append(policy)
+    mode: MtlsMode = "PERMISSIVE"
+    for level in (mesh, namespace_wide, workload):
+        oldest = _oldest(level)
+        if oldest is not None and oldest.mode is not None:
+            mode = oldest.mode
+    chosen = _oldest(workload)
+    if chosen is not None and port is not None:
+        return dict(chosen.port_modes).get(port) or mode
+    return mode
+
+
+def _oldest(policies: list[PeerAuthentication]) -> PeerAuthentication | None:
+    return min(policies, key=lambda p: (p.created, p.name), default=None)
 
 
 def resolve_host(host: str, namespace: str, domain: str = "cluster.local") -> str:
