@@ -99,14 +99,24 @@ def test_bare_pods_are_admitted_by_the_cli_and_a_dead_webhook_blocks_creation(
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"name": "bare", "namespace": "demo"},
+                # Neither "true" nor "false": admitted with a warning, shown as kubectl does.
+                "metadata": {
+                    "name": "bare",
+                    "namespace": "demo",
+                    "labels": {"sidecar.istio.io/inject": "yes"},
+                },
                 "spec": {
                     "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "600"]}]
                 },
             }
         )
     )
-    assert app.run("apply", "-f", str(bare)).stdout == "pod/bare created\n"
+    applied = app.run("apply", "-f", str(bare))
+    assert applied.stdout == "pod/bare created\n"
+    assert applied.stderr == (
+        'Warning: label sidecar.istio.io/inject=yes is neither "true" nor "false" and is '
+        "ignored; the injector default applies\n"
+    )
     (pod,) = [p for p in app.pods("demo") if p["metadata"]["name"] == "bare"]
     assert [c["name"] for c in pod["spec"]["containers"]] == ["c", "istio-proxy"]
     app.run("delete", "pod", "bare", "-n", "demo")

@@ -115,7 +115,7 @@ def apply_command(ctx: click.Context, files: tuple[str, ...], namespace: str) ->
             click.echo(line)
         for error in errors:
             click.echo(error, err=True)
-        failed = failed or bool(errors)
+        failed = failed or any(not e.startswith("Warning: ") for e in errors)
     _start(runtime)
     if failed:
         raise SystemExit(1)

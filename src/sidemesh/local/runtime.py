@@ -87,6 +87,8 @@ class Runtime:
     def apply(
         self, documents: Iterable[Any], *, source: str, default_namespace: str
     ) -> tuple[list[str], list[str]]:
+        """(lines for stdout, lines for stderr) as kubectl prints them; a stderr line that does
+        not start with `Warning: ` is a refusal."""
         with self.store.transaction() as state:
             result = apiserver.apply_objects(
                 state, documents, now=time.time(), default_namespace=default_namespace
@@ -97,13 +99,18 @@ class Runtime:
             self.start()
             for pod in result.pods:
                 try:
-                    lines.append(self.create_pod(pod))
+                    line, warnings = self.create_pod(pod)
                 except (AdmissionError, apiserver.ApiError) as exc:
                     errors.append(f'Error from server: error when creating "{source}": {exc}')
+                    continue
+                # The admission webhooks' warnings, as kubectl shows them (on stderr).
+                errors += [f"Warning: {warning}" for warning in warnings]
+                lines.append(line)
         return lines, errors
 
-    def create_pod(self, pod: dict[str, Any]) -> str:
-        """A bare pod: admitted by the webhooks as the API server would, then stored."""
+    def create_pod(self, pod: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """A bare pod: admitted by the webhooks as the API server would, then stored; kubectl's
+        line and the webhooks' warnings."""
         state = self.store.read()
         namespace = str(pod["metadata"]["namespace"])
         labels = state.namespaces[namespace].labels
@@ -124,7 +131,7 @@ class Runtime:
         with self.store.transaction() as current:
             record = apiserver.store_admitted_pod(current, result.pod, owner=None, now=time.time())
         self.wake()
-        return f"pod/{record.name} created"
+        return f"pod/{record.name} created", result.warnings
 
     def delete_pods(
         self, namespace: str, pod_names: list[str], *, everything: bool, grace: int | None
