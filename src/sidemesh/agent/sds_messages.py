@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
+from sidemesh.api.protowire import length_delimited
+
 SECRET_TYPE: Final = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 _VARINT: Final = 0
@@ -27,24 +29,8 @@ class WireError(ValueError):
     """The bytes are not a well-formed protobuf message."""
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _length_delimited(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | _LENGTH_DELIMITED) + _varint(len(payload)) + payload
-
-
 def _string(number: int, text: str) -> bytes:
-    return _length_delimited(number, text.encode()) if text else b""
+    return length_delimited(number, text.encode()) if text else b""
 
 
 def _read_varint(data: bytes, position: int) -> tuple[int, int]:
@@ -120,28 +106,26 @@ def decode_request(data: bytes) -> SecretRequest:
 
 
 def _data_source(inline: bytes) -> bytes:
-    return _length_delimited(2, inline)  # DataSource.inline_bytes
+    return length_delimited(2, inline)  # DataSource.inline_bytes
 
 
 def certificate_secret(name: str, *, chain_pem: bytes, key_pem: bytes) -> bytes:
     """Secret{name, tls_certificate{certificate_chain, private_key}}."""
-    tls_certificate = _length_delimited(1, _data_source(chain_pem)) + _length_delimited(
+    tls_certificate = length_delimited(1, _data_source(chain_pem)) + length_delimited(
         2, _data_source(key_pem)
     )
-    return _string(1, name) + _length_delimited(2, tls_certificate)
+    return _string(1, name) + length_delimited(2, tls_certificate)
 
 
 def validation_secret(name: str, *, trusted_ca_pem: bytes) -> bytes:
     """Secret{name, validation_context{trusted_ca}}."""
-    return _string(1, name) + _length_delimited(
-        4, _length_delimited(1, _data_source(trusted_ca_pem))
-    )
+    return _string(1, name) + length_delimited(4, length_delimited(1, _data_source(trusted_ca_pem)))
 
 
 def discovery_response(*, version_info: str, secrets: list[bytes], nonce: str) -> bytes:
     """DiscoveryResponse{version_info, resources: Any(Secret)…, type_url, nonce}."""
     resources = b"".join(
-        _length_delimited(2, _string(1, SECRET_TYPE) + _length_delimited(2, secret))
+        length_delimited(2, _string(1, SECRET_TYPE) + length_delimited(2, secret))
         for secret in secrets
     )
     return _string(1, version_info) + resources + _string(4, SECRET_TYPE) + _string(5, nonce)
