@@ -111,7 +111,9 @@ def test_both_namespace_labels_warn(manifest: Path) -> None:
     )  # fmt: skip
     frontend = rows[0]
     assert frontend["revision"] == "default"  # istio-injection wins
-    assert any("istio-injection" in w and "istio.io/rev" in w for w in frontend["warnings"])
+    (warning,) = frontend["warnings"]
+    assert warning["code"] == "SM1001"
+    assert "istio-injection" in warning["message"] and "istio.io/rev" in warning["message"]
 
 
 @pytest.mark.parametrize("labels", ["istio-injection=enabled", "istio.io/rev=default"])
@@ -124,7 +126,7 @@ def test_default_tag_selects_its_revision_without_conflict(manifest: Path, label
     frontend = rows[0]
     assert (frontend["injected"], frontend["revision"]) == (True, "canary")
     assert "istio-revision-tag-default" in frontend["webhook"]
-    assert not any("more than one webhook" in w for w in frontend["warnings"])
+    assert not any(w["code"] == "SM1002" for w in frontend["warnings"])
 
 
 def test_tag_names_a_revision(manifest: Path) -> None:

@@ -78,8 +78,8 @@ CASES: tuple[Case, ...] = (
         "inject-yes",
         labels={"sidecar.istio.io/inject": "yes"},
         warnings=(
-            'label sidecar.istio.io/inject=yes is neither "true" nor "false" and is ignored; '
-            "the injector default applies",
+            'SM1006: label sidecar.istio.io/inject=yes is neither "true" nor "false" and is '
+            "ignored; the injector default applies",
         ),
     ),
     Case(
@@ -87,7 +87,7 @@ CASES: tuple[Case, ...] = (
         labels={"sidecar.istio.io/inject": "true"},
         annotations={"sidecar.istio.io/inject": "false"},
         warnings=(
-            "annotation sidecar.istio.io/inject=false is ignored: the label "
+            "SM1005: annotation sidecar.istio.io/inject=false is ignored: the label "
             "sidecar.istio.io/inject=true wins",
         ),
     ),

@@ -23,7 +23,8 @@ def test_native_sidecar_falls_back_on_an_old_server(
     manifest = orjson.dumps(pod).decode()
     created = cluster.kubectl("create", "-n", namespace, "-f", "-", input=manifest)
     assert created.stderr.splitlines() == [
-        "Warning: annotation sidecar.istio.io/nativeSidecar=true asks for a native sidecar, but "
+        "Warning: SM1008: annotation sidecar.istio.io/nativeSidecar=true asks for a native "
+        "sidecar, but "
         f"the API server runs Kubernetes 1.{minor} (native sidecars, init containers with "
         "restartPolicy Always, need 1.29 or later): istio-proxy was injected as a classic "
         "sidecar container instead"

@@ -190,7 +190,8 @@ def test_table_is_big_enough() -> None:
 
 def test_both_namespace_labels_warn_naming_both() -> None:
     (warning,) = namespace_warnings({INJECTION: "enabled", REV: "canary"})
-    assert INJECTION in warning and REV in warning
+    assert warning.code == "SM1001"
+    assert INJECTION in warning.message and REV in warning.message
     assert namespace_warnings({REV: "canary"}) == []
     assert namespace_warnings({INJECTION: "enabled"}) == []
 
@@ -199,18 +200,21 @@ def test_label_and_annotation_disagreeing_warns() -> None:
     pod = make_pod(Row(True, None, "", labels={INJECT: "true"}, annotations={INJECT: "false"}))
     decision = should_inject(pod, "demo", InjectorConfig())
     assert decision.inject
-    assert any("annotation" in w and "label" in w for w in decision.warnings)
+    assert [w.code for w in decision.warnings] == ["SM1005"]
+    assert "annotation" in decision.warnings[0].message and "label" in decision.warnings[0].message
 
 
 def test_deprecated_annotation_warns() -> None:
     pod = make_pod(Row(True, None, "", annotations={INJECT: "true"}))
-    assert any("deprecated" in w for w in should_inject(pod, "demo", InjectorConfig()).warnings)
+    (warning,) = should_inject(pod, "demo", InjectorConfig()).warnings
+    assert warning.code == "SM1004" and "deprecated" in warning.message
 
 
 def test_unrecognised_value_warns() -> None:
     pod = make_pod(Row(True, None, "", labels={INJECT: "yes"}))
     warnings = should_inject(pod, "demo", InjectorConfig()).warnings
-    assert any('neither "true" nor "false"' in w for w in warnings)
+    assert [w.code for w in warnings] == ["SM1006"]
+    assert 'neither "true" nor "false"' in warnings[0].message
 
 
 def test_conflicting_configurations_are_named() -> None:

@@ -48,12 +48,13 @@ def test_the_annotation_on_each_server(
     assert _layout(outcome.pod) == layout
     if warned:
         assert version is not None
-        assert outcome.warnings == (
-            "annotation sidecar.istio.io/nativeSidecar=true asks for a native sidecar, but the "
+        assert [str(w) for w in outcome.warnings] == [
+            "SM1008: annotation sidecar.istio.io/nativeSidecar=true asks for a native sidecar, "
+            "but the "
             f"API server runs Kubernetes {version[0]}.{version[1]} (native sidecars, init "
             "containers with restartPolicy Always, need 1.29 or later): istio-proxy was injected "
             "as a classic sidecar container instead",
-        )
+        ]
     else:
         assert outcome.warnings == ()
 
@@ -63,7 +64,10 @@ def test_the_global_value_falls_back_too_and_says_which_setting_asked() -> None:
     injector = Injector(InjectorSettings(revision="r", values=values, server_version=(1, 24)))
     outcome = injector.admit(_pod(), "shop")
     assert outcome.pod is not None and _layout(outcome.pod) == CLASSIC
-    assert outcome.warnings[0].startswith("sidecarInjectorWebhook.nativeSidecar=true asks for")
+    assert outcome.warnings[0].code == "SM1008"
+    assert outcome.warnings[0].message.startswith(
+        "sidecarInjectorWebhook.nativeSidecar=true asks for"
+    )
     # A pod turning it off asks for nothing to fall back from.
     off = injector.admit(_pod({"sidecar.istio.io/nativeSidecar": "false"}), "shop")
     assert off.warnings == ()

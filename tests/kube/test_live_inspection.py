@@ -94,7 +94,8 @@ async def test_live_check_reports_two_webhooks(api: ApiServer, client: AsyncClie
     assert check.conflicts == (
         ("Pod/web-1", ("istio-revision-tag-prod", "istio-revision-tag-prod-copy")),
     )
-    assert any("IST0139" in w for w in check.results[0].warnings)
+    assert [w.code for w in check.results[0].warnings] == ["SM1002"]
+    assert "IST0139" in check.results[0].warnings[0].message
 
 
 async def test_live_check_errors(api: ApiServer, client: AsyncClient) -> None:

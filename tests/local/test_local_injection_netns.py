@@ -114,7 +114,7 @@ def test_bare_pods_are_admitted_by_the_cli_and_a_dead_webhook_blocks_creation(
     applied = app.run("apply", "-f", str(bare))
     assert applied.stdout == "pod/bare created\n"
     assert applied.stderr == (
-        'Warning: label sidecar.istio.io/inject=yes is neither "true" nor "false" and is '
+        'Warning: SM1006: label sidecar.istio.io/inject=yes is neither "true" nor "false" and is '
         "ignored; the injector default applies\n"
     )
     (pod,) = [p for p in app.pods("demo") if p["metadata"]["name"] == "bare"]

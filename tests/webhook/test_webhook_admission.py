@@ -10,6 +10,7 @@ import pytest
 from webhook_testkit import PATCH, FakeAdmitter, denied, make_pod, make_review, skipped
 
 from sidemesh.inject.outcome import Outcome
+from sidemesh.inject.warnings import InjectionWarning
 from sidemesh.webhook.admission import review
 
 
@@ -51,10 +52,10 @@ def test_denied_pod_carries_the_reason_as_message() -> None:
 def test_warnings_are_passed_on() -> None:
     outcome = Outcome(
         kind="injected", code="injected", reason="", revision="default",
-        patch=b"[]", warnings=("dnsPolicy is not ClusterFirst",),
+        patch=b"[]", warnings=(InjectionWarning("SM1101", "port 15001 is the proxy's"),),
     )  # fmt: skip
     response = answer(make_review(), FakeAdmitter(outcome=outcome))["response"]
-    assert response["warnings"] == ["dnsPolicy is not ClusterFirst"]
+    assert response["warnings"] == ["SM1101: port 15001 is the proxy's"]
 
 
 def test_admit_sees_pod_without_managed_fields_and_the_request_namespace() -> None:

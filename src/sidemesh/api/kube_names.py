@@ -25,6 +25,8 @@ _LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _SUBDOMAIN = _LABEL + r"(\." + _LABEL + ")*"
 _DNS1035 = "[a-z]([-a-z0-9]*[a-z0-9])?"
 _CONFIG_KEY = "[-._a-zA-Z0-9]+"
+_LABEL_VALUE = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?"
+LABEL_VALUE_MAX: Final = 63
 
 LABEL_MESSAGE: Final = (
     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
@@ -44,6 +46,12 @@ DNS1035_MESSAGE: Final = (
 CONFIG_KEY_MESSAGE: Final = (
     "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. "
     f"'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '{_CONFIG_KEY}')"
+)
+
+LABEL_VALUE_MESSAGE: Final = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
+    f"'my_value',  or '12345', regex used for validation is '{_LABEL_VALUE}')"
 )
 
 
@@ -67,6 +75,20 @@ def dns1035_label(value: str) -> list[str]:
     """Service names (they become DNS names and environment variable prefixes)."""
     found = _too_long(value, DNS1123_LABEL_MAX)
     return found if re.fullmatch(_DNS1035, value) else [*found, DNS1035_MESSAGE]
+
+
+def label_value(value: str) -> list[str]:
+    """A label's value (empty is allowed)."""
+    found = _too_long(value, LABEL_VALUE_MAX)
+    return found if re.fullmatch(_LABEL_VALUE, value) else [*found, LABEL_VALUE_MESSAGE]
+
+
+def as_label_value(text: str) -> str:
+    """`text` made a valid label value: characters a label value cannot hold dropped, cut to
+    63 characters, then the '-', '_' and '.' a value may not start or end with trimmed (so a
+    name cut in the middle of `...-blue` does not end in '-')."""
+    kept = re.sub(r"[^-A-Za-z0-9_.]", "", text)[:LABEL_VALUE_MAX]
+    return kept.strip("-_.")
 
 
 def config_key(value: str) -> list[str]:

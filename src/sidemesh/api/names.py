@@ -38,6 +38,8 @@ ANNOTATION_INCLUDE_OUTBOUND_PORTS: Final = "traffic.sidecar.istio.io/includeOutb
 ANNOTATION_EXCLUDE_OUTBOUND_PORTS: Final = "traffic.sidecar.istio.io/excludeOutboundPorts"
 ANNOTATION_EXCLUDE_INTERFACES: Final = "traffic.sidecar.istio.io/excludeInterfaces"
 ANNOTATION_REROUTE_VIRTUAL_INTERFACES: Final = "istio.io/reroute-virtual-interfaces"
+# Deprecated spelling of the above; the newer annotation wins when both are set.
+ANNOTATION_KUBEVIRT_INTERFACES: Final = "traffic.sidecar.istio.io/kubevirtInterfaces"
 ANNOTATION_STATUS_PORT: Final = "status.sidecar.istio.io/port"
 ANNOTATION_READINESS_INITIAL_DELAY: Final = "readiness.status.sidecar.istio.io/initialDelaySeconds"
 ANNOTATION_READINESS_PERIOD: Final = "readiness.status.sidecar.istio.io/periodSeconds"
@@ -49,6 +51,8 @@ ANNOTATION_PROXY_OVERRIDES: Final = "proxy.istio.io/overrides"
 ANNOTATION_USER_VOLUME: Final = "sidecar.istio.io/userVolume"
 ANNOTATION_USER_VOLUME_MOUNT: Final = "sidecar.istio.io/userVolumeMount"
 ANNOTATION_BOOTSTRAP_OVERRIDE: Final = "sidecar.istio.io/bootstrapOverride"
+# sidemesh's own: init containers (comma list) that run outside the mesh, before capture.
+ANNOTATION_BYPASS_INIT_CONTAINERS: Final = "sidecar.sidemesh.io/bypass-init-containers"
 ANNOTATION_DEFAULT_CONTAINER: Final = "kubectl.kubernetes.io/default-container"
 ANNOTATION_DEFAULT_LOGS_CONTAINER: Final = "kubectl.kubernetes.io/default-logs-container"
 ANNOTATION_PROMETHEUS_SCRAPE: Final = "prometheus.io/scrape"

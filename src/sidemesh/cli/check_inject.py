@@ -118,21 +118,25 @@ def _check_file(
 
 
 def _print(results: list[CheckResult], output: str) -> None:
+    """Results on stdout; warnings on stderr as kube-inject prints them (`warning: KIND/NAME:
+    SM1xxx: message`), and in the JSON as `{code, message}`."""
     if output == "json":
         click.echo(
             orjson.dumps([r.as_dict() for r in results], option=orjson.OPT_INDENT_2).decode()
         )
-        return
-    table = Table(box=None, pad_edge=False)
-    for column in ("WORKLOAD", "NAMESPACE", "INJECTED", "REVISION", "REASON"):
-        table.add_column(column, overflow="fold")
+    else:
+        table = Table(box=None, pad_edge=False)
+        for column in ("WORKLOAD", "NAMESPACE", "INJECTED", "REVISION", "REASON"):
+            table.add_column(column, overflow="fold")
+        for r in results:
+            table.add_row(
+                f"{r.kind}/{r.name}",
+                r.namespace,
+                "yes" if r.injected else "no",
+                r.revision or "-",
+                Text(r.reason),
+            )
+        make_console().print(table)
     for r in results:
-        reason = r.reason + "".join(f"\nwarning: {w}" for w in r.warnings)
-        table.add_row(
-            f"{r.kind}/{r.name}",
-            r.namespace,
-            "yes" if r.injected else "no",
-            r.revision or "-",
-            Text(reason),
-        )
-    make_console().print(table)
+        for warning in r.warnings:
+            click.echo(f"warning: {r.kind}/{r.name}: {warning}", err=True)

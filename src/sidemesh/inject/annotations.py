@@ -58,26 +58,30 @@ def parse_port_list(name: str, value: str, *, allow_wildcard: bool = False) -> s
 
 
 def parse_cidr_list(name: str, value: str, *, allow_wildcard: bool = False) -> str:
+    """Validate a comma list of addresses and CIDRs; returns them as written (no blanks), as
+    Istio passes them to the capture: host bits are not zeroed here (capture ignores them)."""
     stripped = value.strip()
     if allow_wildcard and stripped == "*":
         return "*"
     cidrs = []
     for item in _items(stripped):
         try:
-            network = ipaddress.ip_network(item, strict=False)
+            ipaddress.ip_network(item, strict=False)
         except ValueError:
             raise InvalidAnnotation(name, value, f'"{item}" is not an IP address or CIDR') from None
-        cidrs.append(str(network))
+        cidrs.append(item)
     return ",".join(cidrs)
 
 
-_INTERFACE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,15}$")
+# What `istio-init` accepts (capture/config.py): a pod is never admitted with an interface name
+# its capture would refuse at start.
+_INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\+?$")
 
 
 def parse_interface_list(name: str, value: str) -> str:
     interfaces = _items(value)
     for item in interfaces:
-        if not _INTERFACE.match(item):
+        if not _INTERFACE.fullmatch(item):
             raise InvalidAnnotation(name, value, f'"{item}" is not a network interface name')
     return ",".join(interfaces)
 

@@ -11,9 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidemesh.api import names
+from sidemesh.inject import warnings as w
+from sidemesh.inject.annotations import InvalidAnnotation
 from sidemesh.inject.decision import pod_annotations, pod_labels, should_inject
+from sidemesh.inject.engine import injection_warnings
 from sidemesh.inject.manual import DEFAULT_NAMESPACE, misplaced_annotation_warnings
 from sidemesh.inject.settings import InjectorSettings
+from sidemesh.inject.warnings import InjectionWarning
 from sidemesh.inject.webhooks import WebhookEntry, match_webhooks
 from sidemesh.inject.workloads import as_pod, pod_site
 
@@ -27,7 +31,7 @@ class CheckResult:
     revision: str | None
     reason: str
     webhook: str | None = None
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[InjectionWarning, ...] = field(default=())
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -38,28 +42,21 @@ class CheckResult:
             "revision": self.revision,
             "webhook": self.webhook,
             "reason": self.reason,
-            "warnings": list(self.warnings),
+            "warnings": [warning.as_dict() for warning in self.warnings],
         }
 
 
-def namespace_warnings(namespace_labels: Mapping[str, str]) -> list[str]:
+def namespace_warnings(namespace_labels: Mapping[str, str]) -> list[InjectionWarning]:
     if names.LABEL_INJECTION in namespace_labels and names.LABEL_REVISION in namespace_labels:
-        return [
-            f"namespace has both {names.LABEL_INJECTION} and {names.LABEL_REVISION} labels; "
-            f"{names.LABEL_INJECTION} wins and {names.LABEL_REVISION} is ignored (IST0123). "
-            f"Remove one: kubectl label namespace NS {names.LABEL_INJECTION}-"
-        ]
+        return [w.namespace_both_labels()]
     return []
 
 
-def _annotation_only_warning(pod: Mapping[str, Any]) -> list[str]:
+def _annotation_only_warning(pod: Mapping[str, Any]) -> list[InjectionWarning]:
     if pod_annotations(pod).get(
         names.ANNOTATION_INJECT
     ) == "true" and names.LABEL_INJECT not in pod_labels(pod):
-        return [
-            f"annotation {names.ANNOTATION_INJECT}=true cannot opt a pod in: webhook selectors "
-            f"see labels only; use the label {names.LABEL_INJECT}=true"
-        ]
+        return [w.annotation_cannot_opt_in()]
     return []
 
 
@@ -86,19 +83,20 @@ def check_object(
             site.kind, site.name, ns, False, None, match.reason, None, tuple(warnings)
         )
     if match.conflicts:
-        configurations = sorted({e.configuration for e in match.conflicts})
-        warnings.append(
-            "more than one webhook would inject this pod: "
-            + ", ".join(configurations)
-            + " (IST0139)"
-        )
+        warnings.append(w.several_webhooks(e.configuration for e in match.conflicts))
     entry = match.entry
     settings = settings_by_revision.get(entry.revision, InjectorSettings(revision=entry.revision))
     decision = should_inject(pod, ns, settings.config)
     warnings += decision.warnings
     webhook = f"{entry.configuration}/{entry.name}"
     reason = f"{match.reason}; {decision.reason}"
+    injected = decision.inject
+    if injected:
+        try:
+            warnings += injection_warnings(pod, settings)
+        except InvalidAnnotation as exc:  # the webhook denies the pod: it is never created
+            injected, reason = False, f"{reason}; the webhook denies the pod: {exc}"
     return CheckResult(
-        site.kind, site.name, ns, decision.inject, entry.revision if decision.inject else None,
+        site.kind, site.name, ns, injected, entry.revision if injected else None,
         reason, webhook, tuple(warnings),
     )  # fmt: skip

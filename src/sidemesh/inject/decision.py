@@ -13,6 +13,8 @@ from typing import Any
 
 from sidemesh.api import names
 from sidemesh.api.config import InjectorConfig
+from sidemesh.inject import warnings as w
+from sidemesh.inject.warnings import InjectionWarning
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +22,7 @@ class Decision:
     inject: bool
     code: str
     reason: str
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[InjectionWarning, ...] = ()
 
 
 def _map(value: Any) -> Mapping[str, Any]:
@@ -58,25 +60,19 @@ def should_inject(
 
     labels = pod_labels(pod)
     annotations = pod_annotations(pod)
-    warnings: list[str] = []
+    warnings: list[InjectionWarning] = []
     label_value = labels.get(names.LABEL_INJECT)
     annotation_value = annotations.get(names.ANNOTATION_INJECT)
     if label_value is not None:
         explicit, source = label_value, f"label {names.LABEL_INJECT}={label_value}"
         if annotation_value is not None and annotation_value != label_value:
-            warnings.append(
-                f"annotation {names.ANNOTATION_INJECT}={annotation_value} is ignored: "
-                f"the label {names.LABEL_INJECT}={label_value} wins"
-            )
+            warnings.append(w.annotation_overruled(annotation_value, label_value))
     elif annotation_value is not None:
         explicit, source = (
             annotation_value,
             f"annotation {names.ANNOTATION_INJECT}={annotation_value}",
         )
-        warnings.append(
-            f"annotation {names.ANNOTATION_INJECT} is deprecated; use the pod label "
-            f"{names.LABEL_INJECT} (the annotation cannot make the API server call the webhook)"
-        )
+        warnings.append(w.annotation_deprecated())
     else:
         explicit, source = None, ""
 
@@ -85,9 +81,7 @@ def should_inject(
     if explicit == "false":
         return Decision(False, "pod-opt-out", f"{source} opts the pod out", tuple(warnings))
     if explicit is not None:
-        warnings.append(
-            f'{source} is neither "true" nor "false" and is ignored; the injector default applies'
-        )
+        warnings.append(w.not_a_boolean(source))
 
     if manual:
         return Decision(

@@ -26,11 +26,13 @@ from sidemesh.inject.merge import apply_template, combine_templates, reorder
 from sidemesh.inject.outcome import Outcome
 from sidemesh.inject.params import InjectionParams, native_sidecar_requested, read_params
 from sidemesh.inject.patch import encode_patch
+from sidemesh.inject.pod_checks import pod_warnings
 from sidemesh.inject.probes import rewrite_probes
 from sidemesh.inject.prometheus import merge_annotations
 from sidemesh.inject.settings import NATIVE_SIDECAR_SINCE, InjectorSettings
 from sidemesh.inject.status import injected_names, status_annotation, uninject
 from sidemesh.inject.template import TemplateError, TemplateSet
+from sidemesh.inject.warnings import InjectionWarning, no_native_sidecars
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,29 @@ def check_pod_shape(pod: Any) -> None:
         raise InjectionError("malformed-pod", "spec.containers is empty")
 
 
+def injection_params(pod: dict[str, Any], settings: InjectorSettings) -> InjectionParams:
+    """The pod's validated parameters under `settings`. Raises InvalidAnnotation."""
+    params = read_params(
+        pod_annotations(pod),
+        values=settings.values,
+        mesh=settings.mesh,
+        default_templates=settings.config.default_templates,
+    )
+    if params.native_sidecar and not settings.native_sidecars_supported:
+        params = dataclasses.replace(params, native_sidecar=False)  # see native_fallback
+    return params
+
+
+def injection_warnings(
+    pod: dict[str, Any], settings: InjectorSettings
+) -> tuple[InjectionWarning, ...]:
+    """What in the pod will not behave as expected once injected (check-inject's view; the
+    webhook and kube-inject get the same from `Injector.inject_with_warnings`). Raises
+    InvalidAnnotation, as admission would deny the pod."""
+    base = uninject(pod)
+    return tuple(pod_warnings(base, injection_params(base, settings)))
+
+
 class Injector:
     def __init__(self, settings: InjectorSettings | None = None, *, memo_size: int = 256) -> None:
         self.settings = settings or InjectorSettings()
@@ -108,17 +133,9 @@ class Injector:
         return should_inject(pod, namespace, self.settings.config, manual=manual)
 
     def params(self, pod: dict[str, Any]) -> InjectionParams:
-        params = read_params(
-            pod_annotations(pod),
-            values=self.settings.values,
-            mesh=self.settings.mesh,
-            default_templates=self.settings.config.default_templates,
-        )
-        if params.native_sidecar and not self.settings.native_sidecars_supported:
-            params = dataclasses.replace(params, native_sidecar=False)  # see native_fallback
-        return params
+        return injection_params(pod, self.settings)
 
-    def native_fallback(self, pod: dict[str, Any]) -> tuple[str, ...]:
+    def native_fallback(self, pod: dict[str, Any]) -> tuple[InjectionWarning, ...]:
         """The warning for a native sidecar asked for on a server that has none (injected
         the classic way instead); empty when there is nothing to say."""
         version = self.settings.server_version
@@ -133,13 +150,7 @@ class Injector:
             if names.ANNOTATION_NATIVE_SIDECAR in annotations
             else "sidecarInjectorWebhook.nativeSidecar=true"
         )
-        since = ".".join(map(str, NATIVE_SIDECAR_SINCE))
-        return (
-            f"{asked} asks for a native sidecar, but the API server runs Kubernetes "
-            f"{version[0]}.{version[1]} (native sidecars, init containers with restartPolicy "
-            f"Always, need {since} or later): {names.CONTAINER_PROXY} was injected as a classic "
-            "sidecar container instead",
-        )
+        return (no_native_sidecars(asked, version, ".".join(map(str, NATIVE_SIDECAR_SINCE))),)
 
     def inject(
         self,
@@ -153,6 +164,21 @@ class Injector:
         """The injected pod; `workload` overrides what owner references say (kube-inject).
 
         Raises InjectionError, InvalidAnnotation or TemplateError."""
+        injected, _ = self.inject_with_warnings(
+            pod, namespace, cluster_id=cluster_id, network=network, workload=workload
+        )
+        return injected
+
+    def inject_with_warnings(
+        self,
+        pod: dict[str, Any],
+        namespace: str,
+        *,
+        cluster_id: str | None = None,
+        network: str | None = None,
+        workload: Workload | None = None,
+    ) -> tuple[dict[str, Any], tuple[InjectionWarning, ...]]:
+        """`inject`, and what in the pod will not behave as expected (SM11xx warnings)."""
         check_pod_shape(pod)
         base = uninject(pod)
         params = self.params(base)
@@ -168,7 +194,8 @@ class Injector:
             self.templates.render(name, context) for name in params.templates
         )
         result = apply_template(base, rendered, user_proxy)
-        return self._post_process(result, params, injected_names(rendered), user_proxy)
+        injected = self._post_process(result, params, injected_names(rendered), user_proxy)
+        return injected, tuple(pod_warnings(base, params))
 
     def _check_template_names(self, pod: dict[str, Any], params: InjectionParams) -> None:
         """A template the pod asks for by annotation must exist; say which annotation asked."""
@@ -211,7 +238,10 @@ class Injector:
             annotations[names.ANNOTATION_PROXY_OVERRIDES] = orjson.dumps(user_proxy).decode()
 
         reorder(
-            spec, native_sidecar=params.native_sidecar, hold_application=params.hold_application
+            spec,
+            native_sidecar=params.native_sidecar,
+            hold_application=params.hold_application,
+            outside_mesh=params.bypass_init_containers,
         )
         annotations.update(self.settings.config.injected_annotations)
         annotations[names.ANNOTATION_STATUS] = status_annotation(revision=self.revision, **added)
@@ -265,7 +295,9 @@ class Injector:
                 return Outcome(
                     "skipped", decision.code, decision.reason, revision, warnings=decision.warnings
                 )
-            injected = self.inject(pod, namespace, cluster_id=cluster_id, network=network)
+            injected, found = self.inject_with_warnings(
+                pod, namespace, cluster_id=cluster_id, network=network
+            )
             patch = encode_patch(pod, injected)
         except InjectionError as exc:
             return Outcome("denied", exc.code, str(exc), revision)
@@ -283,6 +315,7 @@ class Injector:
             )
         return Outcome(
             "injected", decision.code, decision.reason, revision,
-            patch=patch, pod=injected, warnings=decision.warnings + self.native_fallback(pod),
+            patch=patch, pod=injected,
+            warnings=decision.warnings + self.native_fallback(pod) + found,
             patch_base64=base64.b64encode(patch).decode("ascii"),
         )  # fmt: skip

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidemesh.api import names
+from sidemesh.api.kube_names import as_label_value
 
 # A CronJob names its Jobs `<cronjob>-<scheduled time in minutes>`; Istio matches 8-10 digits
 # so that a hand-made Job such as `backup-2` stays a Job.
@@ -68,16 +69,18 @@ def workload_of(metadata: Mapping[str, Any]) -> Workload:
 
 
 def canonical_name(labels: Mapping[str, str], workload: Workload) -> str:
+    """A label value: a workload name cut to 63 characters must still end with an alphanumeric
+    character (the API server refuses `my-very-long-...-name-` as a label)."""
     for key in (names.LABEL_CANONICAL_NAME, "app.kubernetes.io/name", "app"):
         value = labels.get(key)
         if isinstance(value, str) and value:
-            return value[:63]
-    return workload.name[:63]
+            return as_label_value(value)
+    return as_label_value(workload.name)
 
 
 def canonical_revision(labels: Mapping[str, str]) -> str:
     for key in (names.LABEL_CANONICAL_REVISION, "app.kubernetes.io/version", "version"):
         value = labels.get(key)
         if isinstance(value, str) and value:
-            return value[:63]
+            return as_label_value(value) or "latest"
     return "latest"

@@ -23,9 +23,11 @@ from sidemesh.api.manifests import (
     Piece,
     Whole,
 )
+from sidemesh.inject import warnings as w
 from sidemesh.inject.annotations import InvalidAnnotation
 from sidemesh.inject.engine import InjectionError, Injector
 from sidemesh.inject.template import TemplateError
+from sidemesh.inject.warnings import InjectionWarning
 from sidemesh.inject.workloads import TEMPLATE_PATHS, as_pod, pod_site, with_template
 
 DEFAULT_NAMESPACE = "default"
@@ -36,10 +38,12 @@ class ManualResult:
     obj: Any
     injected: bool
     reason: str
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[InjectionWarning, ...] = ()
 
 
-def misplaced_annotation_warnings(owner_metadata: dict[str, Any], kind: str) -> list[str]:
+def misplaced_annotation_warnings(
+    owner_metadata: dict[str, Any], kind: str
+) -> list[InjectionWarning]:
     """`sidecar.istio.io/inject` on a workload's own metadata instead of its pod template."""
     if kind == "Pod":
         return []
@@ -50,11 +54,7 @@ def misplaced_annotation_warnings(owner_metadata: dict[str, Any], kind: str) -> 
         for where, mapping in (("annotation", annotations), ("label", labels))
         if isinstance(mapping, dict) and names.LABEL_INJECT in mapping
     ]
-    return [
-        f"{names.LABEL_INJECT} {where} is on the {kind}'s metadata, where it has no effect; "
-        "put it in the pod template (spec.template.metadata)"
-        for where in found
-    ]
+    return [w.inject_on_workload(where, kind) for where in found]
 
 
 def inject_object(injector: Injector, obj: Any) -> ManualResult:
@@ -69,7 +69,8 @@ def inject_object(injector: Injector, obj: Any) -> ManualResult:
     warnings += decision.warnings
     if not decision.inject:
         return ManualResult(obj, False, decision.reason, tuple(warnings))
-    injected = injector.inject(pod, namespace, workload=site.workload)
+    injected, found = injector.inject_with_warnings(pod, namespace, workload=site.workload)
+    warnings += found
     return ManualResult(with_template(obj, site, injected), True, decision.reason, tuple(warnings))
 
 

@@ -146,10 +146,17 @@ def _move(items: list[Any], name: str, first: bool) -> list[Any]:
     return chosen + rest if first else rest + chosen
 
 
-def reorder(spec: dict[str, Any], *, native_sidecar: bool, hold_application: bool) -> None:
+def reorder(
+    spec: dict[str, Any],
+    *,
+    native_sidecar: bool,
+    hold_application: bool,
+    outside_mesh: tuple[str, ...] = (),
+) -> None:
     """Istio's order. Classic: proxy last among containers (first when the app must wait for
     it), istio-init last among init containers so user init containers run uncaptured.
-    Native: istio-init, then istio-proxy, then the user's init containers."""
+    Native: istio-init, then istio-proxy, then the user's init containers; those named in
+    `outside_mesh` (sidecar.sidemesh.io/bypass-init-containers) first, before any capture."""
     step: Callable[[list[Any], str, bool], list[Any]] = _move
     if isinstance(spec.get("containers"), list):
         spec["containers"] = step(spec["containers"], names.CONTAINER_PROXY, hold_application)
@@ -158,6 +165,9 @@ def reorder(spec: dict[str, Any], *, native_sidecar: bool, hold_application: boo
         if native_sidecar:
             inits = step(inits, names.CONTAINER_PROXY, True)
             inits = step(inits, names.CONTAINER_INIT, True)
+            # In the pod's own order: one may need what an earlier one did.
+            bypass = [c for c in inits if isinstance(c, dict) and c.get("name") in outside_mesh]
+            inits = bypass + [c for c in inits if c not in bypass]
         else:
             inits = step(inits, names.CONTAINER_INIT, False)
         spec["initContainers"] = inits

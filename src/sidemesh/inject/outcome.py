@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sidemesh.inject.warnings import InjectionWarning
+
 OutcomeKind = Literal["injected", "skipped", "denied"]
 
 
@@ -20,7 +22,7 @@ class Outcome:
     revision: str
     patch: bytes | None = None  # RFC 6902 JSON Patch, UTF-8 JSON; only when injected
     pod: dict[str, Any] | None = field(default=None, repr=False)  # the injected pod
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[InjectionWarning, ...] = ()
     # The patch as AdmissionReview carries it; computed once, since outcomes are memoised.
     patch_base64: str | None = field(default=None, repr=False)
 

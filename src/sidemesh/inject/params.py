@@ -13,7 +13,7 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
-from sidemesh.api import names
+from sidemesh.api import kube_names, names
 from sidemesh.api.config import InjectorValues, MeshConfig, ProxyConfig
 from sidemesh.inject import annotations as ann
 from sidemesh.inject.annotations import InvalidAnnotation
@@ -81,6 +81,7 @@ class InjectionParams:
     user_volumes: Mapping[str, Any]
     user_volume_mounts: Mapping[str, Any]
     bootstrap_override: str | None
+    bypass_init_containers: tuple[str, ...] = ()
 
 
 def _bool(annotations: Mapping[str, str], name: str, default: bool) -> bool:
@@ -183,6 +184,31 @@ def _config_map_name(annotations: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def _bypass_init_containers(annotations: Mapping[str, str]) -> tuple[str, ...]:
+    """Container names (DNS-1123 labels); never the injected ones, which must stay in place."""
+    name = names.ANNOTATION_BYPASS_INIT_CONTAINERS
+    raw = ann.get(annotations, name)
+    if raw is None:
+        return ()
+    chosen = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    for item in chosen:
+        if kube_names.dns1123_label(item):
+            raise InvalidAnnotation(name, raw, f'"{item}" is not a container name')
+        if item in (names.CONTAINER_INIT, names.CONTAINER_PROXY):
+            raise InvalidAnnotation(name, raw, f"{item} is injected and cannot bypass the mesh")
+    return chosen
+
+
+def _virtual_interfaces(annotations: Mapping[str, str]) -> str:
+    """`-k`: istio.io/reroute-virtual-interfaces, else the deprecated kubevirtInterfaces (the
+    newer annotation wins when both are set, as in Istio)."""
+    for name in (names.ANNOTATION_REROUTE_VIRTUAL_INTERFACES, names.ANNOTATION_KUBEVIRT_INTERFACES):
+        raw = ann.get(annotations, name)
+        if raw is not None:
+            return ann.parse_interface_list(name, raw)
+    return ""
+
+
 def _capture(annotations: Mapping[str, str], mode: str, values: InjectorValues) -> CaptureSettings:
     proxy = values.global_.proxy
 
@@ -219,7 +245,7 @@ def _capture(annotations: Mapping[str, str], mode: str, values: InjectorValues) 
         exclude_outbound_ports=ports(
             n.ANNOTATION_EXCLUDE_OUTBOUND_PORTS, proxy.exclude_outbound_ports, False
         ),
-        reroute_virtual_interfaces=interfaces(n.ANNOTATION_REROUTE_VIRTUAL_INTERFACES),
+        reroute_virtual_interfaces=_virtual_interfaces(annotations),
         exclude_interfaces=interfaces(n.ANNOTATION_EXCLUDE_INTERFACES),
     )
 
@@ -316,4 +342,5 @@ def read_params(
         user_volumes=_json_map(annotations, names.ANNOTATION_USER_VOLUME),
         user_volume_mounts=_json_map(annotations, names.ANNOTATION_USER_VOLUME_MOUNT),
         bootstrap_override=_config_map_name(annotations, names.ANNOTATION_BOOTSTRAP_OVERRIDE),
+        bypass_init_containers=_bypass_init_containers(annotations),
     )

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from sidemesh.api import names
+from sidemesh.inject.warnings import webhook_failure_ignored
 from sidemesh.inject.webhooks import WebhookEntry, match_webhooks, revision_webhooks
 from sidemesh.local.jsonpatch import PatchError, apply_patch
 from sidemesh.local.model import ControlPlaneRecord, ServiceRecord
@@ -268,7 +269,7 @@ def admit(
             answer = _call(entry, pod, namespace, services, ca_pem, connect)
         except WebhookCallError as exc:
             if policies.get(entry.revision) == "Ignore":
-                warnings.append(f"{exc} (failurePolicy Ignore: admitted without it)")
+                warnings.append(str(webhook_failure_ignored(str(exc))))
                 continue
             raise
         pod = answer.pod

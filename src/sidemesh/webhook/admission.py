@@ -172,7 +172,7 @@ def _answer(api_version: str, uid: str, outcome: Outcome) -> ReviewResult:
         response["patchType"] = "JSONPatch"
         response["patch"] = outcome.patch_base64 or base64.b64encode(outcome.patch).decode("ascii")
     if outcome.warnings:
-        response["warnings"] = list(outcome.warnings)
+        response["warnings"] = [str(warning) for warning in outcome.warnings]  # SM1xxx: ...
     return ReviewResult(200, _envelope(api_version, response), outcome.kind, outcome.code)
 
 

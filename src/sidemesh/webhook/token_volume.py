@@ -110,4 +110,4 @@ def _names(mount: Any, name: str) -> bool:
 def _mentions(outcome: Outcome, name: str) -> bool:
     if outcome.patch is not None and name.encode() in outcome.patch:
         return True
-    return name in outcome.reason or any(name in warning for warning in outcome.warnings)
+    return name in outcome.reason or any(name in str(warning) for warning in outcome.warnings)
