@@ -19,6 +19,10 @@ tests/sidecar/mesh_kit.py: real `sidemesh discovery`, real capture, real agents 
 * `sidecar_cpu_seconds_per_1000_requests`: utime+stime of agent + Envoy (from /proc) during
   the mesh runs, per 1,000 requests, per sidecar; `sidecar_rss_mib`: their RSS afterwards;
   `sidecar_private_mib`: the anonymous (unshared) part of it.
+* `telemetry_cpu_seconds_per_1000_requests` (`on`, `off`): the server sidecar's CPU with
+  Istio's standard metrics on and off (a mesh-wide Telemetry disabling ALL_METRICS, which
+  today reaches inbound listeners only), alternating in the same run;
+  `telemetry_cost_fraction` is (on - off) / on (target: at most 0.15).
 * `bare_envoy_pair` (benchmarks/envoy_reference.py): the same load through two bare Envoys from
   the same wheel with mTLS between them and nothing of ours, on the node's loopback: what any
   Envoy pair adds on this machine. `added_beyond_bare_pair_ms` is the sidecars' excess over it.
@@ -48,6 +52,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "sidecar"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -215,6 +221,65 @@ def measure_latency(client: Pod, backend: Pod, args: argparse.Namespace) -> dict
     }
 
 
+METRICS_OFF = {
+    "apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+    "metadata": {"name": "mesh-default", "namespace": "istio-system"},
+    "spec": {"metrics": [{"overrides": [{"match": {"metric": "ALL_METRICS"}, "disabled": True}]}]},
+}  # fmt: skip
+
+
+def _set_metrics(kit: MeshKit, pods: dict[str, Pod], on: bool) -> None:
+    """Istio's standard metrics on (no Telemetry) or off (a mesh-wide Telemetry disabling
+    ALL_METRICS), then wait until every sidecar's Envoy holds that configuration."""
+    path = kit.registry_dir / "telemetry.yaml"
+    temporary = path.with_name(".telemetry.yaml.tmp")
+    temporary.write_text(yaml.safe_dump_all([] if on else [METRICS_OFF]))
+    os.replace(temporary, path)
+
+    def counting(pod: Pod) -> bool:  # the active inbound listener (the dump lists extensions)
+        dump = json.loads(pod.admin("/config_dump").body)
+        listeners = [listener.get("active_state", {}) for config in dump["configs"]
+                     for listener in config.get("dynamic_listeners", [])
+                     if listener.get("name") == "virtualInbound"]  # fmt: skip
+        return "envoy.access_loggers.stats" in json.dumps(listeners)
+
+    def applied() -> bool:
+        return all(counting(pod) == on for pod in pods.values())
+
+    wait_until(applied, timeout=60, what=f"standard metrics {'on' if on else 'off'}")
+
+
+def measure_telemetry_cost(
+    kit: MeshKit, client: Pod, backend: Pod, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The server sidecar's CPU (agent + Envoy) per 1,000 mesh requests with Istio's standard
+    metrics on and off, alternating in the same run. "Off" (a Telemetry disabling ALL_METRICS)
+    removes the stats access loggers of the inbound listener; the client side's outbound
+    listeners keep theirs (they are shared per view and take no per-workload telemetry yet),
+    and the peer-metadata headers are exchanged either way: the figure is the cost of counting
+    on one side. Each switch is waited for; connections the client pooled before a switch
+    may finish on the previous configuration while it drains."""
+    pods = {"server": backend}
+    cpu = {"on": 0.0, "off": 0.0}
+    requests = {"on": 0, "off": 0}
+    for _ in range(args.rounds):
+        for mode in ("off", "on"):
+            _set_metrics(kit, pods, mode == "on")
+            before = {name: sum(sidecar_cpu(pod).values()) for name, pod in pods.items()}
+            run_result = load(client, BACKEND.vip, 80, args)
+            requests[mode] += len(run_result["latencies_ms"]) + int(args.warmup * args.rate)
+            cpu[mode] += sum(sum(sidecar_cpu(pod).values()) - before[name]
+                             for name, pod in pods.items())  # fmt: skip
+    per_1000 = {mode: cpu[mode] / (requests[mode] / 1000) for mode in cpu}
+    return {
+        "telemetry_cpu_seconds_per_1000_requests": {
+            mode: round(value, 4) for mode, value in per_1000.items()
+        },
+        "telemetry_cost_fraction": round((per_1000["on"] - per_1000["off"]) / per_1000["on"], 3),
+        "telemetry_cost_target_fraction": 0.15,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--starts", type=int, default=7)
@@ -258,6 +323,7 @@ def main() -> int:
         )
         result.update(measure_starts(kit, client, args.starts))
         result.update(measure_latency(client, backend, args))
+        result.update(measure_telemetry_cost(kit, client, backend, args))
         status = http_request(kit.node, client.ip, names.PORT_AGENT_STATUS, "/healthz/ready")
         result["client_ready_after"] = status.status == 200
     # The yardstick, same run and load: two bare Envoys with mTLS between them, nothing else.

@@ -5,6 +5,8 @@ Reported per protocol (`sotw`, `delta`) and kind of change:
 * `endpoints` — one service gains an endpoint (EDS for that cluster, to every proxy);
 * `service` — one service's VIP moves (its listener `<VIP>_<port>` is replaced: Delta sends
   that one listener and one removal; SotW must resend every listener, as the protocol says);
+* `virtual_service` — one VirtualService changes (its routes live in that service's listener,
+  so Delta sends that one listener; no RDS: see `route_config_bytes`);
 convergence per proxy (p50/p99/max of "snapshot set → that proxy received it"), full
 convergence per round (time until the last affected proxy had it), server CPU seconds per push
 round, the size of the response that carried the change, and the server's RSS (after the
@@ -14,6 +16,12 @@ many client streams had to be reopened (with the first reasons).
 The server runs in this process with the gRPC options the control plane ships
 (`sidemesh.xds.server.GRPC_OPTIONS`) on plaintext (authentication costs per stream, not per
 push).
+
+Also, computed from the generator without clients: the route configuration bytes one proxy
+receives (`route_config_bytes_per_proxy`), with every service visible and with a root-namespace
+Sidecar scoping each proxy to its own namespace (`egress.hosts: ["./*"]`). Routes travel inline
+in each service's listener, not over RDS: every VIP has a listener of its own, so a
+VirtualService change already replaces exactly one resource, which is what RDS buys Istio.
 
 Targets to report against: p99 ≤ 1 s, RSS ≤ 1.5 GB on 2 cores. Localhost only; every wait is
 bounded by --timeout.
@@ -224,11 +232,64 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def route_config_bytes(snapshot: Any) -> dict[str, int]:
+    """Bytes of route configuration (every HTTP connection manager's `route_config`) one proxy
+    receives, without and with a root-namespace Sidecar keeping each proxy to its namespace."""
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+
+    from sidemesh.api import networking
+    from sidemesh.xds.cache import ResourceCache
+    from sidemesh.xds.proxy import parse_node
+    from sidemesh.xds.resource_names import TYPE_LISTENER
+
+    proxy = parse_node(f"sidecar~{proxy_ip(0)}~p0.ns0~x", {"NAMESPACE": "ns0"})
+    sidecar = networking.validate({
+        "apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+        "metadata": {"name": "default", "namespace": "istio-system"},
+        "spec": {"egress": [{"hosts": ["./*"]}]},
+    })  # fmt: skip
+    found = {}
+    scoped = replace(snapshot, sidecars=(sidecar,))
+    for label, mesh in (("all_services", snapshot), ("sidecar_own_namespace", scoped)):
+        total = 0
+        listeners = ResourceCache(mesh).resources_for(proxy)[TYPE_LISTENER]
+        for encoded in listeners.resources.values():
+            listener = listener_pb2.Listener.FromString(encoded.body)
+            for chain in listener.filter_chains:
+                for network_filter in chain.filters:
+                    manager = hcm_pb2.HttpConnectionManager()
+                    if network_filter.typed_config.Unpack(manager):
+                        total += manager.route_config.ByteSize()
+        found[label] = total
+        found[f"{label}_listeners"] = len(listeners.resources)
+    return found
+
+
 def next_change(kind: str, current: Any, round_number: int, services: int) -> tuple[Any, bytes]:
     """The snapshot after one change, and bytes that appear only in responses carrying it."""
     from sidemesh.xds.model import Endpoint
 
     target = round_number % services
+    if kind == "virtual_service":
+        from sidemesh.api import networking
+
+        host = current.services[target].hostname
+        marker = f"vs-round-{round_number}-end"
+        changed = networking.validate({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": current.services[target].name,
+                         "namespace": current.services[target].namespace},
+            "spec": {"hosts": [host], "http": [{"name": marker, "timeout": "5s",
+                                                "route": [{"destination": {"host": host}}]}]},
+        })  # fmt: skip
+        kept = [v for v in current.virtual_services
+                if (v.namespace, v.name) != (changed.namespace, changed.name)]  # fmt: skip
+        routes = tuple(sorted((*kept, changed), key=lambda v: (v.namespace, v.name)))
+        return replace(current, version=current.version + 1, virtual_services=routes), (
+            marker.encode())  # fmt: skip
     if kind == "endpoints":
         address = f"10.250.{round_number // 250}.{round_number % 250 + 1}"
         host = current.services[target].hostname
@@ -289,7 +350,8 @@ async def run(options: argparse.Namespace, protocol: str) -> dict[str, Any]:
     rss_connected, _ = rss_mb()
     results: dict[str, Any] = {}
     current = snapshot
-    for kind, rounds in (("endpoints", options.rounds), ("service", options.service_rounds)):
+    for kind, rounds in (("endpoints", options.rounds), ("service", options.service_rounds),
+                         ("virtual_service", options.virtual_service_rounds)):  # fmt: skip
         per_proxy: list[float] = []
         full: list[float] = []
         cpu: list[float] = []
@@ -354,6 +416,9 @@ async def run_all(options: argparse.Namespace) -> dict[str, Any]:
     }
     for protocol in options.protocols.split(","):
         result[protocol] = await run(options, protocol)
+    result["route_config_bytes_per_proxy"] = route_config_bytes(
+        build_snapshot(options.services, options.proxies)
+    )
     result["targets"] = {"p99_s": 1.0, "rss_mb": 1536}
     return result
 
@@ -365,6 +430,7 @@ def main() -> None:
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--service-rounds", type=int, default=3)
+    parser.add_argument("--virtual-service-rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--protocols", default="sotw,delta", help="comma-separated: sotw, delta")
     options = parser.parse_args()

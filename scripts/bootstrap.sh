@@ -8,6 +8,10 @@ need_apt=()
 command -v iptables-restore >/dev/null 2>&1 || need_apt+=(iptables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)  # unpacks the e2e tier's API server
+# the dashboard tests: a real Prometheus (its service is never started; tests run the binary)
+# and a headless Chromium driven over the DevTools protocol
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium chromium-driver)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${need_apt[*]} with apt-get" >&2

@@ -48,6 +48,7 @@ VALUE_SETS: list[tuple[str, dict[str, Any]]] = [
     }),
     ("image by digest", {"revision": "pinned", "pilot": {"image": "reg.example/sm@sha256:ab"}}),
     ("plaintext xDS", {"revision": "open", "pilot": {"plaintextXds": {"enabled": True}}}),
+    ("sidecar restarter", {"revision": "r2", "sidecarRestarter": {"enabled": True}}),
 ]  # fmt: skip
 
 

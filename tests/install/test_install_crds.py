@@ -27,6 +27,9 @@ from sidemesh.xds.convert import MODES, peer_authentication
 
 CRD_NAME = "peerauthentications.security.istio.io"
 NETWORKING_CRDS = tuple(f"{k.plural}.networking.istio.io" for k in networking.KINDS.values())
+SECURITY_CRDS = ("authorizationpolicies.security.istio.io",
+                 "requestauthentications.security.istio.io",
+                 "telemetries.telemetry.istio.io")  # fmt: skip
 KUBE_VERSIONS = ("1.25", "1.28", kubernetes_validate.utils.latest_version())
 CHART_CRDS = Path(__file__).resolve().parents[2] / "charts" / "sidemesh" / "crds"
 
@@ -52,10 +55,10 @@ def _version(name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("revision", ["default", "blue"])
 def test_install_applies_the_crd_before_any_revision_object(revision: str) -> None:
     kinds = [o["kind"] for o in _render(revision)]
-    count = 1 + len(NETWORKING_CRDS)
+    count = 1 + len(NETWORKING_CRDS) + len(SECURITY_CRDS)
     assert kinds[: 1 + count] == ["Namespace", *["CustomResourceDefinition"] * count]
     assert kinds.count("CustomResourceDefinition") == count
-    assert sorted(_crds()) == sorted([CRD_NAME, *NETWORKING_CRDS])
+    assert sorted(_crds()) == sorted([CRD_NAME, *NETWORKING_CRDS, *SECURITY_CRDS])
 
 
 @pytest.mark.parametrize("name", [CRD_NAME, *NETWORKING_CRDS])

@@ -49,9 +49,11 @@ def test_every_object_validates_strictly(
 def test_objects_come_in_dependency_order() -> None:
     kinds = [o["kind"] for o in _render("blue")]
     assert kinds == [
-        "Namespace", *["CustomResourceDefinition"] * 6, "ServiceAccount", "ClusterRole",
-        "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "ConfigMap", "Service",
+        "Namespace", *["CustomResourceDefinition"] * 9, "ServiceAccount", "ClusterRole",
+        "ClusterRoleBinding", "Role", "Role", "RoleBinding", "RoleBinding", "ConfigMap",
+        "ConfigMap", "Service",
         "Deployment", "PodDisruptionBudget", "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
     ]  # fmt: skip
 
 
@@ -63,12 +65,15 @@ def test_names_carry_the_revision() -> None:
         "ClusterRoleBinding/istiod-clusterrole-asm-173-3-istio-system",
         "Role/istiod-asm-173-3 -n istio-system",
         "RoleBinding/istiod-asm-173-3 -n istio-system",
+        "Role/istiod-asm-173-3-gateway-credentials -n istio-system",
+        "RoleBinding/istiod-asm-173-3-gateway-credentials -n istio-system",
         "ConfigMap/istio-sidecar-injector-asm-173-3 -n istio-system",
         "ConfigMap/istio-asm-173-3 -n istio-system",
         "Service/istiod-asm-173-3 -n istio-system",
         "Deployment/istiod-asm-173-3 -n istio-system",
         "PodDisruptionBudget/istiod-asm-173-3 -n istio-system",
         "MutatingWebhookConfiguration/istio-sidecar-injector-asm-173-3",
+        "ValidatingWebhookConfiguration/istio-validator-asm-173-3-istio-system",
     }
 
 
@@ -77,6 +82,9 @@ SHARED = {
     "CustomResourceDefinition/peerauthentications.security.istio.io",
     *(f"CustomResourceDefinition/{plural}.networking.istio.io" for plural in (
         "destinationrules", "gateways", "serviceentries", "sidecars", "virtualservices")),
+    *(f"CustomResourceDefinition/{plural}.security.istio.io" for plural in (
+        "authorizationpolicies", "requestauthentications")),
+    "CustomResourceDefinition/telemetries.telemetry.istio.io",
 }  # fmt: skip
 
 
@@ -207,7 +215,7 @@ def _rules(obj: dict[str, Any]) -> list[dict[str, Any]]:
 def test_rbac_is_least_privilege() -> None:
     objects = _render("blue")
     (cluster_role,) = _by_kind(objects, "ClusterRole")
-    (role,) = _by_kind(objects, "Role")
+    (role,) = [r for r in _by_kind(objects, "Role") if r["metadata"]["name"] == "istiod-blue"]
     for rule in _rules(cluster_role) + _rules(role):
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
         assert "*" not in rule["apiGroups"]

@@ -29,6 +29,9 @@ STORED_KINDS = {
     "Deployment": ("apps/v1/deployments", True),
     "PodDisruptionBudget": ("policy/v1/poddisruptionbudgets", True),
     "MutatingWebhookConfiguration": (MWC, False),
+    "ValidatingWebhookConfiguration": (
+        "admissionregistration.k8s.io/v1/validatingwebhookconfigurations", False
+    ),
 }
 
 

@@ -35,12 +35,28 @@ def wait_for(what: str, done: Callable[[], bool], timeout: float = GIVE_UP_SECON
 
 
 def started_family(client: subprocess.Popen[bytes], pid_file: Path) -> list[int]:
+    """The host's pids of the command and its grandchild. The command has its own PID
+    namespace (it wrote the pids it sees there): found by its argv and its namespace's pid."""
+
     def written() -> bool:
         assert client.poll() is None, f"the client exited early: {client.returncode}"
         return pid_file.exists()
 
     wait_for("the command's pid file", written)
-    pids = [int(p) for p in pid_file.read_text().split()]
+    inside = [int(p) for p in pid_file.read_text().split()]
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        namespace_pid = int(status.split("NSpid:")[1].splitlines()[0].split()[-1])
+        if str(pid_file).encode() in argv and namespace_pid == inside[0]:
+            pids.append(int(entry.name))
+            children = (entry / "task" / entry.name / "children").read_text().split()
+            pids.extend(int(c) for c in children)
+    assert len(pids) == 2, pids
     assert all(alive(pid) for pid in pids)
     return pids
 

@@ -72,6 +72,9 @@ class FakeWorker:
     def terminate(self, grace_seconds: int | None) -> None:
         self.terminated.append(grace_seconds)
 
+    def follow(self, pod: dict[str, Any]) -> None:
+        """In-place changes (metadata, images) are `kubelet.PodWorker`'s; nothing to follow."""
+
 
 APPLIED_RULES: list[str] = []
 

@@ -217,13 +217,15 @@ class MeshKit:
     # pods, services, policy
 
     def add_pod(self, name: str, *, app: str, service_account: str,
-                annotations: Mapping[str, str] | None = None) -> Pod:  # fmt: skip
-        """Inject a pod, give it a network namespace wired to the node, and a token."""
+                annotations: Mapping[str, str] | None = None,
+                manifest: dict[str, Any] | None = None) -> Pod:  # fmt: skip
+        """Inject a pod, give it a network namespace wired to the node, and a token.
+        `manifest` replaces the usual one-app pod (e.g. a gateway: only `istio-proxy`)."""
         index = next(self._addresses)
         ip = f"10.77.0.{index}"
         injected = self.injector.inject(
-            pod_manifest(name, app=app, service_account=service_account,
-                         annotations=annotations),
+            manifest or pod_manifest(name, app=app, service_account=service_account,
+                                     annotations=annotations),
             NAMESPACE,
         )  # fmt: skip
         injected["spec"]["nodeName"] = NODE_NAME

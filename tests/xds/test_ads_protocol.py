@@ -309,3 +309,32 @@ async def test_a_vip_move_is_one_listener_in_and_one_out_over_delta_and_all_over
     assert len(whole.resources) == 6  # SotW: every listener, as the protocol requires
     sotw.call.cancel()
     delta.call.cancel()
+
+
+async def test_a_failed_build_for_one_proxy_is_logged_and_the_next_snapshot_still_pushes(
+    ads: tuple[AdsServer, aio.Channel],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, channel = ads
+    web = Client(channel, delta=False)
+    await subscribe_all(web, WEB, "demo")
+    working = server.cache.resources_for
+
+    def broken(proxy: Any) -> Any:
+        raise RuntimeError("generator bug")
+
+    monkeypatch.setattr(server.cache, "resources_for", broken)
+    snapshot = mixed_snapshot()
+    policies = tuple(p for p in snapshot.peer_authentications if p.namespace != "demo")
+    strict = (*policies, PeerAuthentication("demo", "default", "STRICT"))
+    with caplog.at_level("ERROR", logger="sidemesh.xds.ads"):
+        server.set_snapshot(replace(snapshot, version=2, peer_authentications=strict))
+        await eventually(lambda: any("generator bug" in (r.exc_text or "") or
+                                     (r.exc_info and "generator bug" in str(r.exc_info[1]))
+                                     for r in caplog.records), timeout=30, every=0.01)
+    monkeypatch.setattr(server.cache, "resources_for", working)
+    server.set_snapshot(replace(snapshot, version=3, peer_authentications=strict))
+    pushed = await web.receive(timeout=30)
+    assert pushed.type_url == gen.TYPE_LISTENER
+    web.call.cancel()

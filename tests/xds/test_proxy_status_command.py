@@ -51,6 +51,19 @@ def test_table_has_istio_columns_and_states() -> None:
     assert "LDS NACK: duplicate filter chain match" in render_details(ROWS)
 
 
+def test_details_say_which_version_was_refused_and_which_still_runs() -> None:
+    row = {"pod": "web-abc.demo", "types": {
+        "lds": {"status": "NACK", "error": "bad", "sent": "v9", "acked": "v8"},
+        "cds": {"status": "NACK", "error": "worse", "sent": "c1", "acked": ""},
+    }}  # fmt: skip
+    assert render_details([row]).splitlines() == [
+        "web-abc.demo CDS NACK: worse",
+        "  refused version c1, still serving nothing yet",
+        "web-abc.demo LDS NACK: bad",
+        "  refused version v9, still serving v8",
+    ]
+
+
 async def test_command_reads_the_monitoring_endpoint() -> None:
     server = MonitoringServer(metrics=lambda: "x 1\n", syncz=lambda: ROWS)
     await server.start("127.0.0.1", 0)

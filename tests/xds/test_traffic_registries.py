@@ -82,6 +82,15 @@ async def test_kube_registry_follows_virtual_services_and_destination_rules(
     seed(kmock, "virtualservices", virtual_service("good"))
     seed(kmock, "virtualservices", virtual_service("bad", timeout="later"))
     seed(kmock, "destinationrules", destination_rule("good"))
+    seed(kmock, "serviceentries", {
+        "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+        "metadata": {"name": "api", "namespace": "demo"},
+        "spec": {"hosts": ["api.example.com"], "resolution": "DNS",
+                 "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}]}})  # fmt: skip
+    seed(kmock, "sidecars", {
+        "apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+        "metadata": {"name": "default", "namespace": "demo"},
+        "spec": {"egress": [{"hosts": ["./*"]}]}})  # fmt: skip
     published: list[MeshSnapshot] = []
     registry = KubeRegistry(client, mesh=MeshConfig(), debounce=0.02)
     caplog.set_level(logging.WARNING, logger="sidemesh.xds.builder")
@@ -89,9 +98,12 @@ async def test_kube_registry_follows_virtual_services_and_destination_rules(
     try:
         await eventually(
             lambda: published and published[-1].virtual_services
-            and published[-1].destination_rules
+            and published[-1].destination_rules and published[-1].sidecars
+            and published[-1].service_entries
         )  # fmt: skip
         assert [r.name for r in published[-1].virtual_services] == ["good"]
+        assert [s.hostname for s in published[-1].services] == ["api.example.com"]
+        assert [r.name for r in published[-1].sidecars] == ["default"]
         assert [r.name for r in published[-1].destination_rules] == ["good"]
     finally:
         task.cancel()
@@ -107,7 +119,7 @@ class _NotFound(Exception):
 
 
 class _ClusterWithoutNetworkingCrds:
-    """Lists nothing; VirtualService and DestinationRule answer 404 (CRDs absent)."""
+    """Lists nothing; Istio's traffic kinds answer 404 (CRDs absent)."""
 
     def __init__(self) -> None:
         self.asked: list[str] = []
@@ -115,7 +127,7 @@ class _ClusterWithoutNetworkingCrds:
     def list(self, resource: Any, **_scope: Any) -> Any:
         info = getattr(resource, "_api_info", None)
         kind = info.resource.kind if info is not None else ""
-        if kind in ("VirtualService", "DestinationRule"):
+        if kind in ("VirtualService", "DestinationRule", "ServiceEntry", "Sidecar"):
             self.asked.append(kind)
             raise _NotFound("the server could not find the requested resource")
 
@@ -145,9 +157,14 @@ async def test_kube_registry_without_the_networking_crds_is_quiet(
     registry = KubeRegistry(client, mesh=MeshConfig(), debounce=0.02)
     task = asyncio.create_task(registry.run(lambda _snapshot: None))
     try:
-        await eventually(lambda: sorted(client.asked) == ["DestinationRule", "VirtualService"])
         await eventually(
-            lambda: len([r for r in caplog.records if "no CRD" in r.getMessage()]) == 2
+            lambda: (
+                sorted(client.asked)
+                == ["DestinationRule", "ServiceEntry", "Sidecar", "VirtualService"]
+            )
+        )
+        await eventually(
+            lambda: len([r for r in caplog.records if "no CRD" in r.getMessage()]) == 4
         )
     finally:
         task.cancel()

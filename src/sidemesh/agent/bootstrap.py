@@ -58,7 +58,8 @@ def loopback(settings: AgentSettings) -> str:
 def node_id(settings: AgentSettings) -> str:
     identity = settings.identity
     return (
-        f"sidecar~{identity.instance_ip}~{identity.pod_name}.{identity.namespace}~{identity.domain}"
+        f"{settings.proxy_type}~{identity.instance_ip}~{identity.pod_name}.{identity.namespace}"
+        f"~{identity.domain}"
     )
 
 

@@ -34,7 +34,7 @@ from sidemesh.agent.settings import (
     Paths,
     Ports,
 )
-from sidemesh.api import names
+from sidemesh.api import kube_names, names
 from sidemesh.api.config import ProxyConfig
 
 __all__ = ["AgentFlags", "AgentSettings", "SettingsError", "load_settings"]
@@ -173,12 +173,32 @@ def _identity(env: Mapping[str, str], flags: AgentFlags) -> Identity:
     )
 
 
+def revision_address(revision: str) -> str:
+    """The control plane address the injector writes for a revision (CA_ADDR)."""
+    service = f"{names.service_name(revision)}.{names.CONTROL_PLANE_NAMESPACE}.svc"
+    return f"{service}:{names.PORT_XDS_TLS}"
+
+
+def follow_revision(address: str, revision: str) -> str:
+    """`address` moved to `revision`'s control plane when it is some revision's default
+    address; an address the user chose is kept. An in-place sidecar upgrade changes only the
+    pod's annotations and the proxy image, so the restarted agent learns its revision from
+    the `istio.io/rev` annotation (downward API), not from its env."""
+    if not revision or kube_names.dns1123_label(revision):
+        return address
+    suffix = f".{names.CONTROL_PLANE_NAMESPACE}.svc:{names.PORT_XDS_TLS}"
+    service = address.removesuffix(suffix)
+    base = names.service_name("")
+    if service != address and (service == base or service.startswith(f"{base}-")):
+        return revision_address(revision)
+    return address
+
+
 def _control_plane(
-    env: Mapping[str, str], flags: AgentFlags, proxy_config: ProxyConfig
+    env: Mapping[str, str], flags: AgentFlags, proxy_config: ProxyConfig, revision: str = ""
 ) -> ControlPlane:
-    istiod = f"{names.service_name('')}.{names.CONTROL_PLANE_NAMESPACE}.svc"
-    ca_address = env.get(ENV_CA_ADDR) or f"{istiod}:{names.PORT_XDS_TLS}"
-    discovery_address = proxy_config.discovery_address or ca_address
+    ca_address = follow_revision(env.get(ENV_CA_ADDR) or revision_address(""), revision)
+    discovery_address = follow_revision(proxy_config.discovery_address or ca_address, revision)
     for setting, address in ((ENV_CA_ADDR, ca_address), ("discoveryAddress", discovery_address)):
         try:
             parsing.split_host_port(address)
@@ -301,7 +321,9 @@ def load_settings(
     annotations = _read_podinfo(paths.podinfo_dir / "annotations")
     return AgentSettings(
         identity=identity,
-        control_plane=_control_plane(env, flags, proxy_config),
+        control_plane=_control_plane(
+            env, flags, proxy_config, annotations.get(names.LABEL_REVISION, "")
+        ),
         ports=ports,
         paths=paths,
         envoy=_envoy_options(env, flags, proxy_config),
@@ -319,4 +341,5 @@ def load_settings(
         labels=_read_podinfo(paths.podinfo_dir / "labels"),
         metadata=metadata,
         app_probers=app_probers,
+        proxy_type=flags.proxy_type or "sidecar",
     )

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from sidemesh.agent.telemetry import istio_names
 from sidemesh.api.prometheus_text import CONTENT_TYPE as CONTENT_TYPE
 from sidemesh.api.prometheus_text import Family, Sample, render
 
@@ -126,5 +127,6 @@ def _normalised(text: str) -> str:
 
 
 def merge_metrics(parts: Iterable[str]) -> str:
-    """Concatenate scraped documents into one valid text-format body."""
-    return "".join(_normalised(part) for part in parts)
+    """Concatenate scraped documents into one valid text-format body, Envoy's standard
+    metrics under Istio's names (`istio_requests_total`, not `envoy_istio_requests_total`)."""
+    return "".join(_normalised(istio_names(part)) for part in parts)

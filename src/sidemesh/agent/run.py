@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable
@@ -37,6 +38,7 @@ from sidemesh.agent.rotation import CertificateManager, sleep_unless
 from sidemesh.agent.sds import SdsServer
 from sidemesh.agent.settings import AgentSettings
 from sidemesh.agent.status import AgentState, StatusApp, StatusServer
+from sidemesh.agent.telemetry import envoy_environment
 from sidemesh.security.files import write_atomically
 
 log = logging.getLogger("sidemesh.agent")
@@ -44,11 +46,13 @@ log = logging.getLogger("sidemesh.agent")
 DEFAULT_READY_URL: Final = "http://127.0.0.1:15020/healthz/ready"
 
 
-async def _report_ready(app: StatusApp, stop: asyncio.Event, started: float) -> None:
-    """Log, once, how long the sidecar took to become ready."""
+async def _report_ready(
+    app: StatusApp, stop: asyncio.Event, started: float, role: str = "sidecar"
+) -> None:
+    """Log, once, how long the proxy (`role`: sidecar, or gateway) took to become ready."""
     while not await sleep_unless(stop, 0.2):
         if await app.not_ready_reason() is None:
-            log.info("sidecar ready %.2fs after agent start", time.monotonic() - started)
+            log.info("%s ready %.2fs after agent start", role, time.monotonic() - started)
             release_startup_memory()
             return
 
@@ -112,6 +116,10 @@ async def run_agent(
 
     metrics = AgentMetrics()
     control_plane = settings.control_plane
+    log.info(
+        "control plane %s (revision %s)",
+        control_plane.discovery_address, settings.revision or "default",
+    )  # fmt: skip
     certificates = CertificateManager(
         client=IssuerProcess(
             address=control_plane.ca_address,
@@ -151,12 +159,14 @@ async def run_agent(
         await sds.start()
         certificates.subscribe(sds.publish)
         write_atomically(settings.paths.bootstrap, render_bootstrap(settings), 0o644)
+        os.environ.update(envoy_environment(settings))  # Envoy's own workload, for telemetry
         supervisor = EnvoySupervisor(envoy_command(settings, binary))
         tasks.start(supervisor.run(), "Envoy supervisor")
         if not await certificates.obtain(stop) or certificates.current is None:
             return 0 if not tasks.failed else 1  # asked to stop before the first certificate
         tasks.start(certificates.keep_renewed(stop), "certificate renewal")
-        tasks.start(_report_ready(app, stop, started), "readiness report")
+        role = "gateway" if settings.proxy_type == "router" else "sidecar"
+        tasks.start(_report_ready(app, stop, started, role), "readiness report")
         await stop.wait()
         if tasks.failed:
             return 1

@@ -40,6 +40,7 @@ class AgentFlags:
     renew_fraction: float | None = None
     probe_host: str | None = None
     status_host: str | None = None
+    proxy_type: str | None = None  # `proxy sidecar` or `proxy router` (a gateway)
 
 
 @dataclass(frozen=True)
@@ -120,3 +121,4 @@ class AgentSettings:
     labels: Mapping[str, str] = field(default_factory=dict)
     metadata: Mapping[str, str] = field(default_factory=dict)  # ISTIO_META_*, prefix removed
     app_probers: Mapping[str, AppProbe] = field(default_factory=dict)
+    proxy_type: str = "sidecar"  # Istio's node type: "sidecar", or "router" for a gateway

@@ -8,6 +8,8 @@ from typing import Any
 
 from sidemesh.analyze import findings as codes
 from sidemesh.analyze.findings import Finding
+from sidemesh.analyze.security_policies import SecurityConfig, security_findings
+from sidemesh.analyze.traffic import TrafficConfig, traffic_findings
 from sidemesh.analyze.view import (
     INJECTED_CONTAINERS,
     InjectionView,
@@ -225,8 +227,24 @@ ANALYZERS: tuple[Analyzer, ...] = (
 )
 
 
-def analyze(snapshot: ClusterSnapshot, *, namespaces: Scope = None) -> list[Finding]:
-    """Every finding, most severe first. Webhook findings are cluster-wide whatever the scope."""
+def analyze(
+    snapshot: ClusterSnapshot,
+    *,
+    namespaces: Scope = None,
+    traffic: TrafficConfig | None = None,
+    security: SecurityConfig | None = None,
+) -> list[Finding]:
+    """Every finding, most severe first. Webhook findings are cluster-wide whatever the scope.
+    With `traffic`, also the traffic configuration's (the snapshot's pods are those of
+    `namespaces`)."""
     view = InjectionView(snapshot)
     found = [f for analyzer in ANALYZERS for f in analyzer(view, namespaces)]
+    if traffic is not None:
+        found += traffic_findings(
+            traffic, namespaces=namespaces, pods=snapshot.pods, pod_namespaces=namespaces
+        )
+    if security is not None:
+        found += security_findings(
+            security, namespaces=namespaces, pods=snapshot.pods, pod_namespaces=namespaces
+        )
     return sorted(found, key=Finding.sort_key)

@@ -59,6 +59,55 @@ class OutboundTrafficPolicy(_Model):
     mode: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
 
 
+class ZipkinProvider(_Model):
+    service: str
+    port: int = Field(ge=1, le=65535)
+    max_tag_length: int | None = Field(None, alias="maxTagLength", ge=0)
+    path: str = "/api/v2/spans"
+
+
+class OpenTelemetryHttp(_Model):
+    path: str = "/v1/traces"
+    timeout: str = "5s"
+
+
+class OpenTelemetryProvider(_Model):
+    """OTLP over gRPC, or over HTTP (protobuf) when `http` is set."""
+
+    service: str
+    port: int = Field(ge=1, le=65535)
+    max_tag_length: int | None = Field(None, alias="maxTagLength", ge=0)
+    http: OpenTelemetryHttp | None = None
+
+
+class AccessLogFormat(_Model):
+    text: str | None = None
+    labels: dict[str, str] | None = None
+
+
+class FileAccessLogProvider(_Model):
+    path: str
+    log_format: AccessLogFormat | None = Field(None, alias="logFormat")
+
+
+class ExtensionProvider(_Model):
+    """One of `meshConfig.extensionProviders` (the kinds sidemesh's sidecars serve)."""
+
+    name: str = Field(min_length=1)
+    zipkin: ZipkinProvider | None = None
+    opentelemetry: OpenTelemetryProvider | None = None
+    envoy_file_access_log: FileAccessLogProvider | None = Field(
+        None, alias="envoyFileAccessLog"
+    )
+    prometheus: dict[str, Any] | None = None
+
+
+class DefaultProviders(_Model):
+    tracing: tuple[str, ...] = ()
+    access_logging: tuple[str, ...] = Field((), alias="accessLogging")
+    metrics: tuple[str, ...] = ()
+
+
 class MeshConfig(_Model):
     trust_domain: str = Field(names.TRUST_DOMAIN, alias="trustDomain")
     default_config: ProxyConfig = Field(default_factory=ProxyConfig, alias="defaultConfig")
@@ -68,6 +117,16 @@ class MeshConfig(_Model):
     )
     root_namespace: str = Field(names.CONTROL_PLANE_NAMESPACE, alias="rootNamespace")
     mesh_id: str = Field("", alias="meshId")
+    # Telemetry (api/telemetry): Istio's legacy access log settings, the providers the
+    # Telemetry API names, and the ones used when a Telemetry names none.
+    access_log_file: str = Field("", alias="accessLogFile")
+    access_log_encoding: Literal["TEXT", "JSON"] = Field("TEXT", alias="accessLogEncoding")
+    access_log_format: str = Field("", alias="accessLogFormat")
+    enable_tracing: bool = Field(True, alias="enableTracing")
+    extension_providers: tuple[ExtensionProvider, ...] = Field((), alias="extensionProviders")
+    default_providers: DefaultProviders = Field(
+        default_factory=DefaultProviders, alias="defaultProviders"
+    )
 
 
 class ResourceList(_Model):

@@ -1,5 +1,6 @@
-"""`sidemesh agent`: the sidecar agent (`proxy sidecar`, what the istio-proxy container runs)
-and `wait` (the postStart hook of holdApplicationUntilProxyStarts).
+"""`sidemesh agent`: the sidecar agent (`proxy sidecar`, what the istio-proxy container runs),
+`wait` (the postStart hook of holdApplicationUntilProxyStarts) and `grpc-bootstrap` (the
+`grpc-simple` template's init container).
 
 The injector renders `agent proxy sidecar --domain … --proxyLogLevel=… --proxyComponentLogLevel=…
 --log_output_level=…` (Istio's flag spellings); everything else comes from the environment.
@@ -29,7 +30,7 @@ def agent() -> None:
 
 
 @agent.command("proxy", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("kind", type=click.Choice(["sidecar"]), default="sidecar")
+@click.argument("kind", type=click.Choice(["sidecar", "router"]), default="sidecar")
 @click.option("--domain", help="DNS domain of the node id (default <namespace>.svc.cluster.local).")
 @click.option("--proxyLogLevel", "proxy_log_level", help="Envoy log level, e.g. warning.")
 @click.option(
@@ -71,8 +72,7 @@ def agent() -> None:
 @click.option("--probe-host", help="Where app probes and app metrics go [the pod IP].")
 @click.pass_context
 def proxy(ctx: click.Context, /, kind: str, **options: Any) -> None:
-    """Run the sidecar agent and the Envoy it supervises."""
-    del kind
+    """Run the sidecar agent (as `router`: a gateway's) and the Envoy it supervises."""
     # Envoy is started with fork+exec; gRPC's fork handlers only add noise for that.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from sidemesh.agent.launch import abandon, configure_logging, exec_agent, start_first_request
@@ -81,7 +81,7 @@ def proxy(ctx: click.Context, /, kind: str, **options: Any) -> None:
     from sidemesh.agent.config import AgentFlags, SettingsError, load_settings
 
     try:
-        settings = load_settings(flags=AgentFlags(**options))
+        settings = load_settings(flags=AgentFlags(**options, proxy_type=kind))
     except SettingsError as exc:
         abandon(first_request)
         click.echo(f"sidemesh agent: {exc}", err=True)
@@ -128,3 +128,33 @@ def wait(timeout: float, url: str, period: float) -> None:
         sys.exit(0)
     click.echo(f"Timed out waiting for the sidecar to be ready; last error: {problem}", err=True)
     sys.exit(1)
+
+
+@agent.command("grpc-bootstrap")
+@click.option("--output", type=_PATH, required=True, help="Where to write the bootstrap JSON.")
+@click.option(
+    "--discovery-address",
+    required=True,
+    help="host:port of the discovery's plaintext xDS, e.g. istiod.istio-system.svc:15010.",
+)
+@click.option("--domain", help="DNS domain of the node id (default <namespace>.svc.cluster.local).")
+def grpc_bootstrap(output: Path, discovery_address: str, domain: str | None) -> None:
+    """Write a proxyless gRPC app's xDS bootstrap (env POD_NAME, POD_NAMESPACE, INSTANCE_IP)."""
+    from sidemesh.agent.grpc_bootstrap import GrpcBootstrapError, GrpcIdentity
+    from sidemesh.agent.grpc_bootstrap import grpc_bootstrap as render
+    from sidemesh.security.files import write_atomically
+
+    namespace = os.environ.get("POD_NAMESPACE", "")
+    try:
+        identity = GrpcIdentity(
+            pod_name=os.environ.get("POD_NAME", ""),
+            namespace=namespace,
+            instance_ip=os.environ.get("INSTANCE_IP", ""),
+            domain=domain or f"{namespace}.svc.cluster.local",
+        )
+    except GrpcBootstrapError as exc:
+        click.echo(f"sidemesh agent grpc-bootstrap: {exc}", err=True)
+        sys.exit(2)
+    # The app runs as another user and only reads it; it holds no secret.
+    write_atomically(output, render(identity, discovery_address=discovery_address), 0o644)
+    click.echo(f"wrote the gRPC xDS bootstrap for {identity.node_id} to {output}", err=True)

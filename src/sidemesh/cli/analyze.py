@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
@@ -34,19 +35,28 @@ def analyze(
     namespace: str | None, all_namespaces: bool, output: str, failure_threshold: str,
     kubeconfig: Path | None, context: str | None,
 ) -> None:  # fmt: skip
-    """Analyze injection in the cluster: namespaces, pods, webhooks."""
+    """Analyze the mesh in the cluster: injection (namespaces, pods, webhooks), traffic
+    configuration (VirtualServices, DestinationRules) and security policies
+    (AuthorizationPolicies, RequestAuthentications)."""
     from sidemesh.analyze.analyzers import analyze as run_analyzers
     from sidemesh.analyze.findings import Severity
-    from sidemesh.kube.snapshot import load_snapshot
+    from sidemesh.analyze.security_loader import load_security_config
+    from sidemesh.analyze.security_policies import SecurityConfig
+    from sidemesh.analyze.traffic import TrafficConfig
+    from sidemesh.analyze.traffic_loader import load_traffic_config
+    from sidemesh.kube.snapshot import ClusterSnapshot, load_snapshot
 
     if all_namespaces and namespace:
         raise click.UsageError("give -n NAMESPACE or -A, not both")
     scope = None if all_namespaces else {namespace or "default"}
     pods_of = None if all_namespaces else namespace or "default"
-    snapshot = run_against_cluster(
-        kubeconfig, context, lambda c: load_snapshot(c, namespace=pods_of)
-    )
-    found = run_analyzers(snapshot, namespaces=scope)
+
+    async def load(client: Any) -> tuple[ClusterSnapshot, TrafficConfig, SecurityConfig]:
+        return (await load_snapshot(client, namespace=pods_of),
+                await load_traffic_config(client), await load_security_config(client))  # fmt: skip
+
+    snapshot, traffic, security = run_against_cluster(kubeconfig, context, load)
+    found = run_analyzers(snapshot, namespaces=scope, traffic=traffic, security=security)
     if output == "json":
         click.echo(orjson.dumps([f.as_dict() for f in found], option=orjson.OPT_INDENT_2).decode())
     elif not found:

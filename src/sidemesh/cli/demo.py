@@ -26,7 +26,7 @@ EXIT_UNAVAILABLE = 3
 EXIT_INTERRUPTED = 130
 
 
-@click.command("demo")
+@click.group("demo", invoke_without_command=True)
 @click.option(
     "--keep",
     is_flag=True,
@@ -49,8 +49,16 @@ EXIT_INTERRUPTED = 130
     is_flag=True,
     help="Against a real API server ($KUBEBUILDER_ASSETS) with kubectl, this host its node.",
 )
-def demo(keep: bool, state_dir: Path | None, manifest: Path | None, kube: bool) -> None:
-    """Walk through sidecar injection: control plane, labels, restart, mTLS, upgrade."""
+@click.pass_context
+def demo(
+    ctx: click.Context, keep: bool, state_dir: Path | None, manifest: Path | None, kube: bool
+) -> None:
+    """Walk through sidecar injection: control plane, labels, restart, mTLS, upgrade.
+
+    `sidemesh demo traffic` walks traffic management instead (canary, retries, timeout,
+    circuit breaker, outlier ejection)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from sidemesh.demo.runner import DemoSettings, environment_problems, run_demo
 
     console = make_console()
@@ -111,3 +119,54 @@ def _demo_kube(keep: bool, state_dir: Path | None, app: Path, console: Console) 
     if not outcomes or not all(o.ok for o in outcomes):
         raise SystemExit(EXIT_FAILED)
     sys.stdout.flush()
+
+
+@demo.command("traffic")
+@click.option("--keep", is_flag=True, help="Leave the mesh running at the end.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The local runtime's state directory [default: /run/sidemesh-local].",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object of the measured outcomes (the narration goes to stderr).",
+)
+def traffic(keep: bool, state_dir: Path | None, as_json: bool) -> None:
+    """Walk a canary on this host: v1 -> 90/10 -> 50/50 -> v2, retries hiding a faulty
+    version, a timeout, a circuit breaker and outlier ejection, each outcome measured."""
+    import orjson
+    from rich.console import Console
+
+    from sidemesh.demo.runner import DemoSettings, environment_problems
+    from sidemesh.demo.traffic import run_traffic_demo
+
+    problems = environment_problems()
+    if problems:
+        click.echo("sidemesh demo traffic cannot run here:", err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        raise SystemExit(EXIT_UNAVAILABLE)
+    directory = state_dir_from(state_dir)
+    if (directory / "state.json").exists():
+        click.echo(
+            f"sidemesh demo traffic: a local runtime is already running in {directory}; "
+            "stop it with `sidemesh local down` or pass --state-dir",
+            err=True,
+        )
+        raise SystemExit(EXIT_UNAVAILABLE)
+    console = Console(stderr=True) if as_json else make_console()
+    settings = DemoSettings(state_dir=directory, manifest=DEFAULT_MANIFEST, keep=keep)
+    try:
+        outcomes = run_traffic_demo(settings, console)
+    except KeyboardInterrupt:
+        click.echo("interrupted: cleaned up", err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    if as_json:
+        click.echo(orjson.dumps(outcomes.as_dict()).decode())
+    sys.stdout.flush()
+    if not outcomes.ok:
+        raise SystemExit(EXIT_FAILED)

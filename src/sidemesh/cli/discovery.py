@@ -103,6 +103,11 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
     show_default=True,
     help="Metrics and proxy status port (0: off).",
 )
+@click.option(
+    "--sidecar-restarter",
+    is_flag=True,
+    help="With --kube: restart workloads whose sidecar is stale (leader only, evictions).",
+)
 def discovery(
     *,
     tls_cert_file: Path | None,
@@ -122,6 +127,7 @@ def discovery(
     xds_port: int,
     xds_tls_port: int,
     monitoring_port: int,
+    sidecar_restarter: bool = False,
 ) -> None:
     """Run the control plane: the sidecar injection webhook over HTTPS."""
     # First, so that everything below (the certificate Secret, the Lease, caBundle) is logged.
@@ -129,7 +135,10 @@ def discovery(
     tls_cert_file, tls_key_file = _serving_files(tls_cert_file, tls_key_file, kube=kube)
     if kubeconfig is not None and not kube:
         raise click.UsageError("--kubeconfig needs --kube")
+    if sidecar_restarter and not kube:
+        raise click.UsageError("--sidecar-restarter needs --kube")
     # Imported here so that `sidemesh --help` does not load the engine or uvicorn.
+    from sidemesh.cli.validate import GROUP_CHECKS
     from sidemesh.inject.engine import Injector
     from sidemesh.inject.template import TemplateError
     from sidemesh.webhook.app import WebhookApp
@@ -151,12 +160,19 @@ def discovery(
     if kube:
         # Returns once the serving pair exists in the files below (created or loaded from the
         # cluster); the duties then run on their own thread, retrying while the API is away.
-        from sidemesh.kube.duties import DutySettings, start_cluster_duties
+        from sidemesh.kube.duties import DutySettings, LeaderDuty, start_cluster_duties
         from sidemesh.kube.metrics import KUBE_METRICS
         from sidemesh.kube.webhook_certs import CertPolicy, parse_custom_hosts
 
         # Istio's ISTIOD_CUSTOM_HOST: more names for the webhook's serving certificate.
         custom_hosts = parse_custom_hosts(os.environ.get("ISTIOD_CUSTOM_HOST", ""))
+        leader_extras: tuple[LeaderDuty, ...] = ()
+        if sidecar_restarter:
+            from sidemesh.rollout.duty import RestarterDuty
+            from sidemesh.rollout.metrics import RESTARTER_METRICS
+
+            leader_extras = (RestarterDuty(),)
+            extra_metrics = (RESTARTER_METRICS.render,)
         duties = start_cluster_duties(
             DutySettings(
                 revision=revision,
@@ -164,9 +180,10 @@ def discovery(
                 key_file=tls_key_file,
                 policy=CertPolicy(custom_hosts=custom_hosts),
                 kubeconfig=kubeconfig,
+                leader_extras=leader_extras,
             )
         )
-        extra_metrics = (KUBE_METRICS.render,)
+        extra_metrics = (KUBE_METRICS.render, *extra_metrics)
     if kube or registry_files or ca_dir is not None:
         # xDS, the CA and the registry, on their own thread and loop (see xds.launch).
         from sidemesh.xds.launch import LaunchError, MeshServing, start_control_plane
@@ -202,7 +219,8 @@ def discovery(
     gc.freeze()
     try:
         serve_https(
-            WebhookApp(injector, extra_metrics=extra_metrics),
+            # /validate checks Istio configuration with `sidemesh validate`'s group checks.
+            WebhookApp(injector, extra_metrics=extra_metrics, validation=GROUP_CHECKS),
             host=host,
             port=port,
             cert_file=tls_cert_file,

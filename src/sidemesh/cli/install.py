@@ -78,12 +78,23 @@ def dump(objects: list[dict[str, Any]], output: str) -> str:
 @click.option("--set", "sets", multiple=True, help="Override one value: key.path=value.")
 @click.option("--dry-run", is_flag=True, help="Print the objects instead of applying them.")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default=None)
+@click.option(
+    "--print-scrape-config", is_flag=True,
+    help="Print a ConfigMap with the Prometheus job that scrapes every sidecar, and exit.",
+)  # fmt: skip
 @cluster_options
 def install(
     revision: str | None, files: tuple[Path, ...], sets: tuple[str, ...], dry_run: bool,
     output: str | None, kubeconfig: Path | None, context: str | None,
+    print_scrape_config: bool = False,
 ) -> None:  # fmt: skip
     """Install (or upgrade) one control-plane revision with server-side apply."""
+    if print_scrape_config:
+        from sidemesh.install import prometheus
+
+        text = dump([prometheus.scrape_config_map()], output) if output == "json" else None
+        click.echo(text or prometheus.scrape_config_map_yaml(), nl=False)
+        return
     from sidemesh.install.manifests import render
     from sidemesh.install.overrides import load_install_values
 

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 import click
 
+from sidemesh.cli.local_prometheus import local_prometheus
 from sidemesh.cli.proxy_status import local_proxy_status
 from sidemesh.local import apiserver
 from sidemesh.local.admission import AdmissionError
@@ -499,5 +500,6 @@ def node_command(
 
 # The host reaches the local control planes from the node's network namespace (see there).
 local.add_command(local_proxy_status)
+local.add_command(local_prometheus)
 
 __all__ = ["AdmissionError", "local"]

@@ -25,6 +25,10 @@ _COMMANDS: dict[str, str] = {
     "local": "sidemesh.cli.local:local",
     "demo": "sidemesh.cli.demo:demo",
     "validate": "sidemesh.cli.validate:validate_command",
+    "authz": "sidemesh.cli.authz:authz",
+    "upgrade-sidecars": "sidemesh.cli.upgrade:upgrade_sidecars",
+    "restart-stale": "sidemesh.cli.restart_stale:restart_stale",
+    "dashboard": "sidemesh.cli.dashboard:dashboard",
 }
 
 

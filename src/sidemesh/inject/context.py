@@ -17,6 +17,8 @@ workload           {name, kind, owner}
 canonical_name, canonical_revision, first_app_container, app_containers (comma list),
 pod_ports (JSON list of the app containers' ports)
 cluster_id, network, mesh_id, trust_domain, ca_addr, discovery_address
+xds_plaintext_address  the discovery's plaintext xDS port (proxyless gRPC's bootstrap)
+cluster_domain     values.global.proxy.clusterDomain (cluster.local)
 user_volumes, user_volume_mounts   from the sidecar.istio.io/userVolume[Mount] annotations
 bootstrap_override ConfigMap named by sidecar.istio.io/bootstrapOverride, or None
 values, mesh, proxy_config         the full configuration, in its file spelling
@@ -132,6 +134,9 @@ def build_context(
         "trust_domain": mesh.trust_domain,
         "ca_addr": ca_addr,
         "discovery_address": discovery,
+        "xds_plaintext_address": f"{names.service_name(revision)}."
+        f"{names.CONTROL_PLANE_NAMESPACE}.svc:{names.PORT_XDS_PLAINTEXT}",
+        "cluster_domain": proxy_values.cluster_domain,
         "user_volumes": params.user_volumes,
         "user_volume_mounts": params.user_volume_mounts,
         "bootstrap_override": params.bootstrap_override,

@@ -24,13 +24,23 @@ from sidemesh.inject.identity import Workload
 from sidemesh.inject.memo import Memo
 from sidemesh.inject.merge import apply_template, combine_templates, reorder
 from sidemesh.inject.outcome import Outcome
-from sidemesh.inject.params import InjectionParams, native_sidecar_requested, read_params
+from sidemesh.inject.params import (
+    InjectionParams,
+    after_template,
+    native_sidecar_requested,
+    read_params,
+)
 from sidemesh.inject.patch import encode_patch
 from sidemesh.inject.pod_checks import pod_warnings
 from sidemesh.inject.probes import rewrite_probes
 from sidemesh.inject.prometheus import merge_annotations
 from sidemesh.inject.settings import NATIVE_SIDECAR_SINCE, InjectorSettings
-from sidemesh.inject.status import injected_names, status_annotation, uninject
+from sidemesh.inject.status import (
+    injected_names,
+    overrides_annotation,
+    status_annotation,
+    uninject,
+)
 from sidemesh.inject.template import TemplateError, TemplateSet
 from sidemesh.inject.warnings import InjectionWarning, no_native_sidecars
 
@@ -193,8 +203,12 @@ class Injector:
         rendered = combine_templates(
             self.templates.render(name, context) for name in params.templates
         )
-        result = apply_template(base, rendered, user_proxy)
-        injected = self._post_process(result, params, injected_names(rendered), user_proxy)
+        applied = apply_template(base, rendered, user_proxy)
+        overrides = overrides_annotation(user_proxy, applied.merged_originals)
+        injected = self._post_process(
+            applied.pod, after_template(params, rendered), injected_names(rendered, base),
+            overrides,
+        )  # fmt: skip
         return injected, tuple(pod_warnings(base, params))
 
     def _check_template_names(self, pod: dict[str, Any], params: InjectionParams) -> None:
@@ -214,7 +228,7 @@ class Injector:
         pod: dict[str, Any],
         params: InjectionParams,
         added: dict[str, list[str]],
-        user_proxy: dict[str, Any] | None,
+        overrides: str | None,
     ) -> dict[str, Any]:
         spec: dict[str, Any] = pod["spec"]
         metadata: dict[str, Any] = pod["metadata"]
@@ -234,8 +248,8 @@ class Injector:
                 proxy_env.append({"name": names.ENV_PROMETHEUS_ANNOTATIONS, "value": original})
         if proxy_env:
             self._add_proxy_env(spec, proxy_env)
-        if user_proxy is not None:
-            annotations[names.ANNOTATION_PROXY_OVERRIDES] = orjson.dumps(user_proxy).decode()
+        if overrides is not None:
+            annotations[names.ANNOTATION_PROXY_OVERRIDES] = overrides
 
         reorder(
             spec,

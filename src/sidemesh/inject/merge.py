@@ -3,11 +3,15 @@
 The template wins over the pod on conflicts (it is the injector's contract), except for a
 container the user declared themselves under an injected name (`istio-proxy`): there the
 user's fields win, list fields keyed by name are merged, and `image: auto` means the injected
-image. Nothing here mutates its inputs; changed levels are copied.
+image. A template entry named like one of the pod's own containers (Istio's `grpc-*` templates
+add env and mounts to every app container) merges into it, as a strategic merge patch would:
+the app keeps its image and everything the template does not mention. Nothing here mutates
+its inputs; changed levels are copied.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -83,11 +87,21 @@ def _named(items: Any, name: str) -> bool:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    """The merged pod, and the pod's own containers the template merged into, as they were
+    (keyed by `containers` / `initContainers`), so uninjection can put them back."""
+
+    pod: dict[str, Any]
+    merged_originals: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+
+
 def apply_template(
     pod: dict[str, Any], rendered: dict[str, Any], user_proxy: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The pod with `rendered` merged in; returns a new top-level object."""
+) -> Applied:
+    """The pod with `rendered` merged in (a new top-level object)."""
     out = dict(pod)
+    originals: dict[str, list[dict[str, Any]]] = {}
     metadata = dict(pod.get("metadata") or {})
     rendered_meta = rendered.get("metadata") or {}
     for field in ("labels", "annotations"):
@@ -118,8 +132,11 @@ def apply_template(
                     container = overlay_user_container(container, user_proxy)
                 if index is None:
                     existing.append(container)
-                else:
+                elif name == names.CONTAINER_PROXY:
                     existing[index] = container
+                else:  # the pod's own container: the template adds to it
+                    originals.setdefault(field, []).append(existing[index])
+                    existing[index] = merge_objects(existing[index], container)
             spec[field] = existing
         elif field in _MERGE_KEYS and isinstance(value, list) and isinstance(spec.get(field), list):
             spec[field] = _merge_lists(spec[field], value, _MERGE_KEYS[field])
@@ -135,7 +152,7 @@ def apply_template(
             if not (isinstance(c, dict) and c.get("name") == names.CONTAINER_PROXY)
         ]
     out["spec"] = spec
-    return out
+    return Applied(out, originals)
 
 
 def _move(items: list[Any], name: str, first: bool) -> list[Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -343,4 +343,31 @@ def read_params(
         user_volume_mounts=_json_map(annotations, names.ANNOTATION_USER_VOLUME_MOUNT),
         bootstrap_override=_config_map_name(annotations, names.ANNOTATION_BOOTSTRAP_OVERRIDE),
         bypass_init_containers=_bypass_init_containers(annotations),
+    )
+
+
+def _has_proxy(spec: Mapping[str, Any]) -> bool:
+    return any(
+        isinstance(c, dict) and c.get("name") == names.CONTAINER_PROXY
+        for field in ("containers", "initContainers")
+        for c in spec.get(field) or []
+    )
+
+
+def after_template(params: InjectionParams, rendered: Mapping[str, Any]) -> InjectionParams:
+    """Post-processing, decided once the templates rendered (as Istio decides it on the merged
+    pod): an annotation the templates set wins over the pod's (Istio's `grpc-agent` turns probe
+    rewriting off), and with no `istio-proxy` (`grpc-simple`) no agent listens on the status
+    port, so app probes stay as they are and metrics are not merged."""
+    metadata = rendered.get("metadata")
+    found = metadata.get("annotations") if isinstance(metadata, dict) else None
+    annotations: Mapping[str, str] = found if isinstance(found, dict) else {}
+    spec = rendered.get("spec")
+    proxy = isinstance(spec, dict) and _has_proxy(spec)
+    return replace(
+        params,
+        rewrite_probes=proxy
+        and _bool(annotations, names.ANNOTATION_REWRITE_PROBES, params.rewrite_probes),
+        merge_metrics=proxy
+        and _bool(annotations, names.ANNOTATION_MERGE_METRICS, params.merge_metrics),
     )

@@ -42,14 +42,69 @@ def status_annotation(
     ).decode()
 
 
-def injected_names(rendered: dict[str, Any]) -> dict[str, list[str]]:
+def injected_names(rendered: dict[str, Any], pod: dict[str, Any]) -> dict[str, list[str]]:
+    """What the template added to `pod` (the pod before injection): a template entry named like
+    one of the pod's own containers or volumes merged into it and is not listed, so uninjection
+    never removes the app. A user's own `istio-proxy` is listed: injection replaced it and
+    records the original in `proxy.istio.io/overrides`."""
     spec = rendered.get("spec") or {}
+    own = pod.get("spec") or {}
+
+    def added(field: str) -> list[str]:
+        theirs = set(_names(own.get(field))) - {names.CONTAINER_PROXY}
+        return [n for n in _names(spec.get(field)) if n not in theirs]
+
     return {
-        "init_containers": _names(spec.get("initContainers")),
-        "containers": _names(spec.get("containers")),
-        "volumes": _names(spec.get("volumes")),
-        "image_pull_secrets": _names(spec.get("imagePullSecrets")),
+        "init_containers": added("initContainers"),
+        "containers": added("containers"),
+        "volumes": added("volumes"),
+        "image_pull_secrets": added("imagePullSecrets"),
     }
+
+
+def overrides_annotation(
+    user_proxy: dict[str, Any] | None, merged_originals: dict[str, list[dict[str, Any]]]
+) -> str | None:
+    """`proxy.istio.io/overrides`: the pod's own containers as they were before injection
+    changed them. Only a user's `istio-proxy`: that container alone (sidemesh's first format);
+    app containers a template merged into: Istio's `{"containers": [...]}`."""
+    if not merged_originals:
+        return None if user_proxy is None else orjson.dumps(user_proxy).decode()
+    listed = {field: list(items) for field, items in merged_originals.items()}
+    if user_proxy is not None:
+        listed.setdefault("containers", []).append(user_proxy)
+    return orjson.dumps(listed).decode()
+
+
+def _restore_overrides(spec: dict[str, Any], raw: str) -> None:
+    """Put back what `overrides_annotation` recorded: a container still in the pod (an app
+    container the template merged into) is replaced in place, a removed one is appended."""
+    try:
+        recorded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(recorded, dict):
+        return
+    if "name" in recorded:  # a user's istio-proxy alone
+        recorded = {"containers": [recorded]}
+    for field in ("containers", "initContainers"):
+        originals = recorded.get(field)
+        if not isinstance(originals, list):
+            continue
+        items = list(spec.get(field) or [])
+        for original in originals:
+            if not (isinstance(original, dict) and isinstance(original.get("name"), str)):
+                continue
+            index = next(
+                (i for i, c in enumerate(items)
+                 if isinstance(c, dict) and c.get("name") == original["name"]),
+                None,
+            )  # fmt: skip
+            if index is None:
+                items.append(original)
+            else:
+                items[index] = original
+        spec[field] = items
 
 
 def _env_value(container: dict[str, Any], name: str) -> str | None:
@@ -124,12 +179,7 @@ def uninject(pod: dict[str, Any]) -> dict[str, Any]:
             restore_annotations(new_annotations, prometheus)
     overrides = new_annotations.pop(names.ANNOTATION_PROXY_OVERRIDES, None)
     if isinstance(overrides, str):
-        try:
-            user_proxy = orjson.loads(overrides)
-        except orjson.JSONDecodeError:
-            user_proxy = None
-        if isinstance(user_proxy, dict):
-            spec["containers"] = [*(spec.get("containers") or []), user_proxy]
+        _restore_overrides(spec, overrides)
 
     out = dict(pod)
     out["metadata"] = {**metadata, "annotations": new_annotations}

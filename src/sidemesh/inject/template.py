@@ -21,7 +21,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sidemesh.inject import yaml_subset
 
-BUILTIN_TEMPLATES = ("sidecar",)
+BUILTIN_TEMPLATES = ("sidecar", "gateway", "grpc-simple")
 _INCLUDES = ("proxy-container",)
 
 

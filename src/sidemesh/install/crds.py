@@ -3,8 +3,9 @@
 `sidemesh discovery` watches `security.istio.io` PeerAuthentications; without the CRD a cluster
 that never had Istio's base chart refuses `kubectl apply` of one. The same holds for Istio's
 traffic API (`networking.istio.io` VirtualService, DestinationRule, ServiceEntry, Sidecar,
-Gateway), whose schemas are generated from the models `sidemesh validate` checks
-(`sidemesh.api.networking`), so the API server and our validation agree on field names and
+Gateway) and the rest of the security API (AuthorizationPolicy, RequestAuthentication), whose
+schemas are generated from the models `sidemesh validate` checks (`sidemesh.api.networking`,
+`sidemesh.api.security`), so the API server and our validation agree on field names and
 types. CRDs are shared by every revision (and by an Istio install, if there is one), so they
 carry no revision label: uninstall, which deletes by that label, never removes them. Deleting a
 CRD deletes every object of its kind.
@@ -21,7 +22,7 @@ from typing import Any, Final
 
 import yaml
 
-from sidemesh.api import networking
+from sidemesh.api import networking, security, telemetry
 from sidemesh.install import naming
 
 # `UNSET` inherits the mode from the parent level (namespace, then mesh).
@@ -178,13 +179,15 @@ def _structural(node: Any, definitions: dict[str, Any]) -> Any:
     return schema
 
 
-def networking_schema(kind: networking.Kind[Any]) -> dict[str, Any]:
-    """The structural schema of one `networking.istio.io` kind (the same for every version)."""
+def networking_schema(kind: networking.Kind[Any], group: str = networking.GROUP) -> dict[str, Any]:
+    """The structural schema of one `networking.istio.io` (or, given `group`, another group's)
+    kind; the same for every version."""
     generated = kind.spec.model_json_schema(by_alias=True, mode="validation")
     spec = _structural(generated, generated.get("$defs", {}))
-    spec["description"] = f"The {kind.name} (Istio's networking.istio.io API)."
+    spec["description"] = f"The {kind.name} (Istio's {group} API)."
+    api = "traffic" if group == networking.GROUP else "security"
     return {
-        "description": f"{kind.name}: Istio's traffic API, as sidemesh validates it.",
+        "description": f"{kind.name}: Istio's {api} API, as sidemesh validates it.",
         "type": "object",
         "properties": {
             "spec": spec,
@@ -207,10 +210,15 @@ _NETWORKING_COLUMNS: Final[dict[str, list[tuple[str, str, str]]]] = {
     ],
     "Sidecar": [],
     "Gateway": [],
+    "AuthorizationPolicy": [("Action", "string", ".spec.action")],
+    "RequestAuthentication": [],
+    "Telemetry": [],
 }
 
 
-def _networking_version(kind: networking.Kind[Any], name: str) -> dict[str, Any]:
+def _networking_version(
+    kind: networking.Kind[Any], name: str, group: str = networking.GROUP
+) -> dict[str, Any]:
     columns = [
         {"name": title, "type": kind_, "jsonPath": path}
         for title, kind_, path in _NETWORKING_COLUMNS[kind.name]
@@ -220,41 +228,57 @@ def _networking_version(kind: networking.Kind[Any], name: str) -> dict[str, Any]
         "name": name,
         "served": True,
         "storage": name == "v1",
-        "schema": {"openAPIV3Schema": networking_schema(kind)},
+        "schema": {"openAPIV3Schema": networking_schema(kind, group)},
         "subresources": {"status": {}},
         "additionalPrinterColumns": columns,
     }
 
 
-def networking_crd(kind: networking.Kind[Any]) -> dict[str, Any]:
-    """`<plural>.networking.istio.io`: v1 stored; v1beta1 and v1alpha3 served, same schema."""
+def networking_crd(
+    kind: networking.Kind[Any],
+    group: str = networking.GROUP,
+    versions: tuple[str, ...] = networking.VERSIONS,
+) -> dict[str, Any]:
+    """`<plural>.networking.istio.io`: v1 stored; v1beta1 and v1alpha3 served, same schema.
+    With `group` and `versions`, a security.istio.io kind (v1 stored, v1beta1 served)."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{kind.plural}.{networking.GROUP}",
+            "name": f"{kind.plural}.{group}",
             "labels": {naming.LABEL_PART_OF: naming.PART_OF},
         },
         "spec": {
-            "group": networking.GROUP,
+            "group": group,
             "names": {
                 "kind": kind.name,
                 "listKind": f"{kind.name}List",
                 "plural": kind.plural,
                 "singular": kind.name.lower(),
                 **({"shortNames": list(kind.short_names)} if kind.short_names else {}),
-                "categories": ["istio-io", "networking-istio-io"],
+                "categories": ["istio-io", f"{group.partition('.')[0]}-istio-io"],
             },
             "scope": "Namespaced",
-            "versions": [_networking_version(kind, v) for v in networking.VERSIONS],
+            "versions": [_networking_version(kind, v, group) for v in versions],
         },
     }
+
+
+def security_crds() -> list[dict[str, Any]]:
+    """AuthorizationPolicy and RequestAuthentication (PeerAuthentication has its own)."""
+    return [networking_crd(k, security.GROUP, security.VERSIONS) for k in security.KINDS.values()]
+
+
+def telemetry_crd() -> dict[str, Any]:
+    """`telemetries.telemetry.istio.io`: v1 stored, v1alpha1 served (as Istio serves it)."""
+    return networking_crd(telemetry.KIND, telemetry.GROUP, telemetry.VERSIONS)
 
 
 def custom_resource_definitions() -> list[dict[str, Any]]:
     """Every CRD an install applies (before anything that could refer to it), by name (the
     order Helm reads the chart's crds/ files in)."""
-    crds = [peer_authentication(), *(networking_crd(k) for k in networking.KINDS.values())]
+    crds = [peer_authentication(), *(networking_crd(k) for k in networking.KINDS.values()),
+            *security_crds(), telemetry_crd()]  # fmt: skip
     return sorted(crds, key=lambda crd: str(crd["metadata"]["name"]))
 
 
@@ -271,8 +295,8 @@ def write_chart_crds(directory: Path) -> list[Path]:
     """Write the networking CRDs as the chart ships them (one file per CRD). The
     PeerAuthentication file keeps its hand-written header, so it is not rewritten here."""
     written = []
-    for kind in networking.KINDS.values():
-        crd = networking_crd(kind)
+    for crd in [*(networking_crd(k) for k in networking.KINDS.values()), *security_crds(),
+                telemetry_crd()]:
         name = crd["metadata"]["name"]
         path = directory / f"{name}.yaml"
         text = _CHART_HEADER.format(name=name) + yaml.safe_dump(crd, sort_keys=False)

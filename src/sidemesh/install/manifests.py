@@ -12,7 +12,12 @@ from sidemesh.api import names
 from sidemesh.inject.webhooks import revision_webhooks
 from sidemesh.install import crds, naming, rbac, workload
 from sidemesh.install.values import InstallValues
-from sidemesh.install.webhooks import WebhookSettings, deactivated, webhook_configuration
+from sidemesh.install.webhooks import (
+    WebhookSettings,
+    deactivated,
+    validating_webhook_configuration,
+    webhook_configuration,
+)
 
 # Dependency order: what a later object refers to exists before it. The webhook comes last:
 # it fails closed, so it must not exist before the Deployment that answers it.
@@ -29,6 +34,7 @@ APPLY_ORDER: tuple[str, ...] = (
     "Deployment",
     "PodDisruptionBudget",
     "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
 )
 
 
@@ -66,6 +72,20 @@ def injector_webhook(
     return deactivated(configuration) if is_default and default_tag_exists else configuration
 
 
+def validator_webhook(values: InstallValues, revision: str) -> dict[str, Any]:
+    """`istio-validator[-REV]-istio-system`, fail-open until the control plane turns it to
+    Fail (see `install.webhooks.validating_webhook_configuration`)."""
+    settings = WebhookSettings(
+        service_name=names.service_name(revision),
+        failure_policy="Ignore",
+        url=naming.validation_url(values.istiod_remote.injection_url),
+    )
+    labels = {**naming.install_labels(revision), "app": "istiod", "istio": "istiod"}
+    return validating_webhook_configuration(
+        naming.validator_configuration_name(revision), revision, settings, labels=labels
+    )
+
+
 def render(
     values: InstallValues, revision: str, *, default_tag_exists: bool = False
 ) -> list[dict[str, Any]]:
@@ -75,10 +95,11 @@ def render(
         namespace(),
         *crds.custom_resource_definitions(),
         rbac.service_account(revision),
-        rbac.cluster_role(revision),
+        rbac.cluster_role(revision, sidecar_restarter=values.sidecar_restarter.enabled),
         rbac.cluster_role_binding(revision),
         rbac.role(revision),
         rbac.role_binding(revision),
+        *rbac.credential_readers(revision, values.gateways.credential_namespaces),
         workload.injector_configmap(values, revision),
         workload.mesh_configmap(values, revision),
         workload.service(revision, plaintext_xds=values.pilot.plaintext_xds.enabled),
@@ -87,6 +108,7 @@ def render(
     if values.global_.default_pod_disruption_budget.enabled:
         objects.append(workload.disruption_budget(revision))
     objects.append(injector_webhook(values, revision, default_tag_exists=default_tag_exists))
+    objects.append(validator_webhook(values, revision))
     return sorted(objects, key=lambda o: APPLY_ORDER.index(o["kind"]))
 
 

@@ -22,6 +22,7 @@ DEACTIVATED_VALUE: Final = "never-match"
 
 NAMESPACE: Final = names.CONTROL_PLANE_NAMESPACE
 WEBHOOK_PATH: Final = "/inject"
+VALIDATION_PATH: Final = "/validate"  # the same server, Istio's configuration validation path
 WEBHOOK_SERVICE_PORT: Final = 443
 
 INJECTOR_CONFIG_DIR: Final = "/etc/istio/inject"
@@ -67,6 +68,21 @@ def webhook_secret_name(revision: str) -> str:
 
 def leader_lease_name(revision: str) -> str:
     return f"{names.service_name(revision)}-leader"
+
+
+def validator_configuration_name(revision: str) -> str:
+    """Istio's ValidatingWebhookConfiguration name: `istio-validator[-REV]-istio-system`."""
+    return f"istio-validator{_suffix(revision)}-{NAMESPACE}"
+
+
+def validation_url(injection_url: str) -> str:
+    """The validation URL of a control plane reached by URL (`istiodRemote.injectionURL`):
+    the same server, path `/validate`; empty when the webhook is reached through the Service."""
+    if not injection_url:
+        return ""
+    scheme, _, rest = injection_url.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0]
+    return f"{scheme}://{host}{VALIDATION_PATH}"
 
 
 def tag_configuration_name(tag: str) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sidemesh.api import kube_names
 from sidemesh.api.config import (
     GlobalValues,
     InjectorConfig,
@@ -89,6 +90,33 @@ class InstallWebhookValues(SidecarInjectorWebhookValues):
     templates: dict[str, str] = Field(default_factory=dict)
 
 
+class SidecarRestarterValues(_Values):
+    """The stale-sidecar restarter, a leader-only duty of discovery: restarts workloads whose
+    sidecar is not what their namespace selects, through the Eviction API. Off by default."""
+
+    enabled: bool = False
+
+
+class GatewaysValues(_Values):
+    """Where gateway credentials (Secrets named by a Gateway's `credentialName`) may live. The
+    control plane reads Secrets only in these namespaces (a Role and RoleBinding in each: RBAC
+    objects need the namespace to exist, so the default is only the control plane's own; add
+    e.g. `istio-ingress` once it exists). No cluster-wide Secret access, ever."""
+
+    credential_namespaces: list[str] = Field(
+        default_factory=lambda: ["istio-system"], alias="credentialNamespaces"
+    )
+
+    @field_validator("credential_namespaces")
+    @classmethod
+    def _namespace_names(cls, value: list[str]) -> list[str]:
+        for namespace in value:
+            problems = kube_names.dns1123_label(namespace)
+            if problems:
+                raise ValueError(f"{namespace!r}: {'; '.join(problems)}")
+        return list(dict.fromkeys(value))
+
+
 class InstallValues(InjectorValues):
     global_: InstallGlobalValues = Field(default_factory=InstallGlobalValues, alias="global")
     sidecar_injector_webhook: InstallWebhookValues = Field(
@@ -99,6 +127,10 @@ class InstallValues(InjectorValues):
         default_factory=IstiodRemoteValues, alias="istiodRemote"
     )
     mesh_config: MeshConfig = Field(default_factory=MeshConfig, alias="meshConfig")
+    sidecar_restarter: SidecarRestarterValues = Field(
+        default_factory=SidecarRestarterValues, alias="sidecarRestarter"
+    )
+    gateways: GatewaysValues = Field(default_factory=GatewaysValues)
 
     def injector_values(self, revision: str) -> InjectorValues:
         """What the injector reads (its ConfigMap's `values`): the install-only keys dropped."""

@@ -28,6 +28,21 @@ POD_CREATE_RULE: dict[str, Any] = {
     "resources": ["pods"],
 }
 NEVER_MATCH: dict[str, Any] = {"matchLabels": {naming.LABEL_DEACTIVATED: naming.DEACTIVATED_VALUE}}
+VALIDATING_KIND = "ValidatingWebhookConfiguration"
+# Istio's configuration API groups, every version they serve (`*`: a version added later is
+# validated too), every resource but no subresource (status writes are not configuration).
+VALIDATED_GROUPS: tuple[str, ...] = (
+    "networking.istio.io",
+    "security.istio.io",
+    "telemetry.istio.io",
+)
+CONFIG_RULE: dict[str, Any] = {
+    "operations": ["CREATE", "UPDATE"],
+    "apiGroups": list(VALIDATED_GROUPS),
+    "apiVersions": ["*"],
+    "resources": ["*"],
+}
+VALIDATOR_WEBHOOK_NAME = "rev.validation.istio.io"
 
 
 @dataclass(frozen=True)
@@ -43,24 +58,29 @@ class WebhookSettings:
     url: str = ""  # istiodRemote.injectionURL: reached by URL instead of the Service
 
 
-def webhook_item(entry: WebhookEntry, settings: WebhookSettings) -> dict[str, Any]:
-    client_config: dict[str, Any] = (
+def client_config(settings: WebhookSettings, path: str) -> dict[str, Any]:
+    """How the API server reaches the control plane: its URL, or its Service at `path`."""
+    config: dict[str, Any] = (
         {"url": settings.url}
         if settings.url
         else {
             "service": {
                 "name": settings.service_name,
                 "namespace": settings.namespace,
-                "path": naming.WEBHOOK_PATH,
+                "path": path,
                 "port": naming.WEBHOOK_SERVICE_PORT,
             }
         }
     )
     if settings.ca_bundle:
-        client_config["caBundle"] = settings.ca_bundle
+        config["caBundle"] = settings.ca_bundle
+    return config
+
+
+def webhook_item(entry: WebhookEntry, settings: WebhookSettings) -> dict[str, Any]:
     return {
         "name": entry.name,
-        "clientConfig": client_config,
+        "clientConfig": client_config(settings, naming.WEBHOOK_PATH),
         "rules": [copy.deepcopy(POD_CREATE_RULE)],
         "failurePolicy": settings.failure_policy,
         "sideEffects": "None",
@@ -102,6 +122,40 @@ def is_deactivated(configuration: Mapping[str, Any]) -> bool:
     return bool(items) and all(
         isinstance(i, dict) and i.get("namespaceSelector") == NEVER_MATCH for i in items
     )
+
+
+def validator_object_selector(revision: str) -> dict[str, Any]:
+    """Istio's split of configuration between revisions: a revision validates the objects
+    labelled `istio.io/rev: REV`; the default revision those without the label."""
+    if revision in ("", "default"):
+        return {"matchExpressions": [{"key": names.LABEL_REVISION, "operator": "DoesNotExist"}]}
+    return {"matchLabels": {names.LABEL_REVISION: revision}}
+
+
+def validating_webhook_configuration(
+    name: str, revision: str, settings: WebhookSettings, *, labels: Mapping[str, str]
+) -> dict[str, Any]:
+    """`istio-validator[-REV]-istio-system`: Istio configuration sent to the control plane's
+    `/validate`. Installed `failurePolicy: Ignore` and without caBundle; the control plane's
+    leader fills the bundle in and turns it to `Fail` once its webhook is seen refusing an
+    invalid object (so an install never blocks configuration writes on a webhook that does
+    not answer yet, and a running one never lets invalid configuration through)."""
+    item = {
+        "name": VALIDATOR_WEBHOOK_NAME,
+        "clientConfig": client_config(settings, naming.VALIDATION_PATH),
+        "rules": [copy.deepcopy(CONFIG_RULE)],
+        "failurePolicy": settings.failure_policy,
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": settings.timeout_seconds,
+        "objectSelector": validator_object_selector(revision),
+    }
+    return {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": VALIDATING_KIND,
+        "metadata": {"name": name, "labels": dict(labels)},
+        "webhooks": [item],
+    }
 
 
 # -- reading live configurations back ----------------------------------------------------

@@ -68,10 +68,13 @@ def _resources(resources: Resources) -> dict[str, Any]:
     return out
 
 
-def discovery_args(revision: str, *, plaintext_xds: bool = False) -> list[str]:
+def discovery_args(
+    revision: str, *, plaintext_xds: bool = False, sidecar_restarter: bool = False
+) -> list[str]:
     """`sidemesh discovery` as the image's ENTRYPOINT runs it in the cluster."""
     cert_dir = naming.WEBHOOK_CERT_DIR
-    plaintext = ["--xds-port", str(names.PORT_XDS_PLAINTEXT)] if plaintext_xds else []
+    extra = ["--xds-port", str(names.PORT_XDS_PLAINTEXT)] if plaintext_xds else []
+    extra += ["--sidecar-restarter"] if sidecar_restarter else []
     return [
         "discovery",
         "--kube",
@@ -81,7 +84,7 @@ def discovery_args(revision: str, *, plaintext_xds: bool = False) -> list[str]:
         "--mesh-config", f"{naming.MESH_CONFIG_DIR}/mesh",
         "--tls-cert-file", f"{cert_dir}/tls.crt",
         "--tls-key-file", f"{cert_dir}/tls.key",
-        *plaintext,
+        *extra,
     ]  # fmt: skip
 
 
@@ -90,14 +93,20 @@ def _container(values: InstallValues, revision: str) -> dict[str, Any]:
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "REVISION", "value": naming.revision_label(revision)},
-    ]
+        {"name": "GATEWAY_CREDENTIAL_NAMESPACES",
+         "value": ",".join(values.gateways.credential_namespaces)},
+    ]  # fmt: skip
     env += [{"name": k, "value": v} for k, v in sorted(values.pilot.env.items())]
     plaintext_xds = values.pilot.plaintext_xds.enabled
     ports = sorted(service_ports(plaintext_xds=plaintext_xds), key=lambda p: p[2])
     container: dict[str, Any] = {
         "name": "discovery",
         "image": values.control_plane_image(),
-        "args": discovery_args(revision, plaintext_xds=plaintext_xds),
+        "args": discovery_args(
+            revision,
+            plaintext_xds=plaintext_xds,
+            sidecar_restarter=values.sidecar_restarter.enabled,
+        ),
         "ports": [
             {"name": name, "containerPort": port, "protocol": "TCP"} for name, _, port in ports
         ],

@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from sidemesh.kube.client import make_client
 from sidemesh.kube.leader import DEFAULT_TIMINGS, LeaderElector, LeaseTimings
 from sidemesh.kube.metrics import KUBE_METRICS, KubeMetrics
 from sidemesh.kube.retry import DEFAULT_BACKOFF, Backoff, retry_forever
+from sidemesh.kube.validator_keeper import ValidatorKeeper
 from sidemesh.kube.webhook_certs import DEFAULT_POLICY, CertPolicy
 
 log = logging.getLogger("sidemesh.kube.duties")
@@ -38,6 +40,10 @@ log = logging.getLogger("sidemesh.kube.duties")
 def default_identity() -> str:
     """The pod name (unique among replicas), else host name plus a random suffix."""
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+# A leader-only duty: runs until cancelled (when leadership is lost), with the duties' client.
+LeaderDuty = Callable[[AsyncClient, KubeMetrics], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,9 @@ class DutySettings:
     rotation_check_seconds: float = 60.0
     backoff: Backoff = DEFAULT_BACKOFF
     kubeconfig: Path | None = None  # None: in-cluster service account (or $KUBECONFIG)
+    # More leader-only duties, handed in by the command that runs discovery (the stale-sidecar
+    # restarter when `sidecarRestarter.enabled`); each runs while this replica leads.
+    leader_extras: tuple[LeaderDuty, ...] = ()
 
 
 async def run_cluster_duties(
@@ -86,18 +95,29 @@ async def run_cluster_duties(
         metrics=metrics,
     )
 
+    validator = ValidatorKeeper(
+        client, revision=revision, bundle=keeper.bundle, metrics=metrics, backoff=settings.backoff
+    )
+
+    async def publish(bundle: str) -> None:
+        await _publish(keeper, bundle)
+        await validator.fix_all(close=False)
+
     async def rotate_when_due() -> None:
         while True:
             await retry_forever(
                 "reissue webhook certificate",
-                lambda: store.rotate(publish_bundle=lambda b: _publish(keeper, b)),
+                lambda: store.rotate(publish_bundle=publish),
                 backoff=settings.backoff,
                 metrics=metrics,
             )
             await asyncio.sleep(settings.rotation_check_seconds)
 
     async def leader_duties() -> None:
-        await asyncio.gather(keeper.follow(settings.backoff), rotate_when_due())
+        extras = [duty(client, metrics) for duty in settings.leader_extras]
+        await asyncio.gather(
+            keeper.follow(settings.backoff), rotate_when_due(), validator.follow(), *extras
+        )
 
     try:
         await retry_forever(

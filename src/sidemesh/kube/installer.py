@@ -25,8 +25,9 @@ class InstallError(Exception):
 
 
 MWC = ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")
+VWC = ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration")
 
-# What uninstall deletes (by the install label), in this order. The webhook first: it fails
+# What uninstall deletes (by the install label), in this order. The webhooks first: they fail
 # closed, so it must not outlive the Deployment that answers it. The Deployment and Service with
 # their dependents (ReplicaSets, pods, EndpointSlices), waited for: a terminating istiod gives
 # its Lease up. Then the RBAC that lets the control plane write, and only after it the Secret
@@ -35,6 +36,7 @@ MWC = ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")
 # (api_version, kind, namespaced, wait): `wait` deletes in the foreground and waits until gone.
 UNINSTALL_KINDS: tuple[tuple[str, str, bool, bool], ...] = (
     (*MWC, False, False),
+    (*VWC, False, False),
     ("policy/v1", "PodDisruptionBudget", True, False),
     ("apps/v1", "Deployment", True, True),
     ("apps/v1", "ReplicaSet", True, True),

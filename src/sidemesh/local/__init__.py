@@ -14,8 +14,11 @@ HTTPS), `pki`, `volumes`, `launch` (runs inside a pod), `containers`, `probes`, 
 the CLI calls).
 
 Isolation, honestly: each pod has its own network and UTS namespace and each container its own
-mount namespace (volumes are bind-mounted at their mountPaths there), and runs as its
-securityContext's uid/gid. Images are not pulled: commands run from the host's filesystem.
-Not enforced locally: capabilities, readOnlyRootFilesystem, runAsNonRoot, seccomp, resource
-limits (no cgroups), PID/IPC namespaces. Grace periods are capped at 10 s.
+mount and PID namespace (volumes are bind-mounted at their mountPaths there; a fresh /proc, a
+minimal /dev, the runtime's state directory and /root hidden: `confine`), runs as its
+securityContext's uid/gid with only the capabilities it asks for (Docker's default set minus
+MKNOD at most, no_new_privs unless privileged or allowPrivilegeEscalation: `privileges`), and
+runAsNonRoot is enforced. Images are not pulled: commands run from the host's filesystem, so
+the rest of the host's files stay visible. Not enforced locally: readOnlyRootFilesystem,
+seccomp, resource limits (no cgroups), IPC namespaces. Grace periods are capped at 10 s.
 """

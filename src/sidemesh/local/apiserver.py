@@ -19,13 +19,16 @@ from typing import Any
 from sidemesh.api import kube_names
 from sidemesh.local.labels import LabelResult, LabelUpdate, apply_label_update
 from sidemesh.local.model import (
+    AuthorizationPolicyRecord,
     ConfigMapRecord,
     DeploymentRecord,
     DestinationRuleRecord,
+    GatewayRecord,
     NamespaceRecord,
     ObjectRecord,
     PeerAuthenticationRecord,
     PodRecord,
+    RequestAuthenticationRecord,
     SecretRecord,
     ServiceAccountRecord,
     ServiceRecord,
@@ -34,6 +37,8 @@ from sidemesh.local.model import (
     key,
 )
 from sidemesh.local.naming import generate_name, new_uid
+from sidemesh.rollout.mutability import difference
+from sidemesh.rollout.plan import apply_merge_patch
 from sidemesh.xds import convert
 
 SYSTEM_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
@@ -63,6 +68,17 @@ _KINDS: dict[str, tuple[str, str, type[ObjectRecord]]] = {
         "destinationrules",
         "destinationrule.networking.istio.io",
         DestinationRuleRecord,
+    ),
+    "Gateway": ("gateways", "gateway.networking.istio.io", GatewayRecord),
+    "AuthorizationPolicy": (
+        "authorizationpolicies",
+        "authorizationpolicy.security.istio.io",
+        AuthorizationPolicyRecord,
+    ),
+    "RequestAuthentication": (
+        "requestauthentications",
+        "requestauthentication.security.istio.io",
+        RequestAuthenticationRecord,
     ),
 }
 SUPPORTED_KINDS = ("Namespace", "Pod", *_KINDS)
@@ -274,8 +290,10 @@ def _apply_one(
         return
     if kind == "PeerAuthentication":
         _validate_peer_authentication(obj)
-    if kind in ("VirtualService", "DestinationRule"):
+    if kind in ("VirtualService", "DestinationRule", "Gateway"):
         _validate_networking(obj)
+    if kind in ("AuthorizationPolicy", "RequestAuthentication"):
+        _validate_security(obj)
     attribute, word, record_type = _KINDS[kind]
     table: dict[str, Any] = getattr(state, attribute)
     current = table.get(key(namespace, name))
@@ -356,6 +374,37 @@ def label_namespace(
     result = apply_label_update(record.labels, update, overwrite=overwrite)
     record.labels = result.labels
     return result
+
+
+IN_PLACE_FIELDS = (
+    "`spec.containers[*].image`, `spec.initContainers[*].image`, "
+    "`spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations)"
+)
+
+
+def patch_pod(state: State, namespace: str, name: str, patch: Mapping[str, Any]) -> str:
+    """A JSON merge patch of a running pod, refused as the API server refuses it when it
+    changes more than a running pod may change (the pod's worker then follows the change)."""
+    record = state.pods.get(key(namespace, name))
+    if record is None:
+        raise ApiError(f'Error from server (NotFound): pods "{name}" not found')
+    if record.terminating:
+        raise ApiError(f'Error from server (Conflict): pod "{name}" is being deleted')
+    metadata = patch.get("metadata")
+    if isinstance(metadata, Mapping):  # no resourceVersions here: each change is a transaction
+        patch = {**patch, "metadata": {k: v for k, v in metadata.items() if k != "resourceVersion"}}
+    patched = apply_merge_patch(record.manifest, patch)
+    if not isinstance(patched, dict):
+        raise ApiError("error: a merge patch of a pod must be an object")
+    found = difference(record.manifest, patched)
+    if found.blockers:
+        fields = ", ".join(b.path for b in found.blockers)
+        raise ApiError(
+            f'The Pod "{name}" is invalid: spec: Forbidden: pod updates may not change fields '
+            f"other than {IN_PLACE_FIELDS} (changed: {fields})"
+        )
+    record.manifest = patched
+    return f"pod/{name} patched"
 
 
 def rollout_restart(state: State, namespace: str, names: Iterable[str], now: float) -> list[str]:
@@ -443,6 +492,19 @@ def _validate_peer_authentication(obj: dict[str, Any]) -> None:
         convert.peer_authentication(obj)
     except convert.ObjectError as exc:
         raise ApiError(f"The PeerAuthentication is invalid: {exc}") from exc
+
+
+def _validate_security(obj: dict[str, Any]) -> None:
+    """AuthorizationPolicy / RequestAuthentication: `security.validate`, as the registry."""
+    from sidemesh.api import networking, security
+
+    try:
+        security.validate(obj)
+    except networking.ValidationError as exc:
+        reasons = "; ".join(str(issue) for issue in exc.issues)
+        raise ApiError(
+            f'The {obj["kind"]} "{obj["metadata"]["name"]}" is invalid: {reasons}'
+        ) from exc
 
 
 def _validate_networking(obj: dict[str, Any]) -> None:

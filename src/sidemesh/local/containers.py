@@ -31,6 +31,7 @@ from sidemesh.local.env import (
     resolve_env,
 )
 from sidemesh.local.model import ContainerStatus
+from sidemesh.local.privileges import PrivilegeError, container_privileges
 from sidemesh.local.probes import ProbeSettings, run_handler
 from sidemesh.local.volumes import Lookup, VolumeError, container_mounts
 
@@ -38,6 +39,7 @@ BACKOFF_START = 10.0
 BACKOFF_CAP = 300.0
 BACKOFF_RESET_AFTER = 600.0
 LOGS_KEPT = 2  # the current log and the previous one (`logs --previous`)
+HOST_PRIVATE = ("/root",)  # the host administrator's home: kubeconfigs, SSH keys
 
 Kind = Literal["init", "sidecar", "regular"]
 
@@ -83,6 +85,7 @@ class ContainerRunner:
 
     def launch_spec(self) -> dict[str, Any]:
         security = {**self.pod.security, **(self.spec.get("securityContext") or {})}
+        privileges = container_privileges(security)
         env = resolve_env(
             self.spec, self.pod.facts, config_maps=self.pod.config_maps, secrets=self.pod.secrets
         )
@@ -109,6 +112,11 @@ class ContainerRunner:
             "hostname": self.pod.facts.name,
             "mounts": mounts,
             "expose": self.pod.expose,
+            "privileged": privileges.privileged,
+            "capabilities": privileges.capability_numbers,
+            "no_new_privs": privileges.no_new_privileges,
+            # The runtime's state (the CA's key, every pod's volumes and tokens): not theirs.
+            "hide": [str(self.pod.pod_dir.parent.parent), *HOST_PRIVATE],
         }
 
     def _spec_path(self, suffix: str = "") -> Path:
@@ -134,7 +142,7 @@ class ContainerRunner:
         """Start the process; False (and a waiting reason) when it cannot be configured."""
         try:
             spec = self.launch_spec()
-        except (EnvError, VolumeError) as exc:
+        except (EnvError, VolumeError, PrivilegeError) as exc:
             self._waiting("CreateContainerConfigError", str(exc))
             self.pod.event("Warning", "Failed", f"Error: {exc}")
             return False

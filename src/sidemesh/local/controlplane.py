@@ -38,6 +38,7 @@ CACERTS_DIR = "/etc/cacerts"
 REGISTRY_DIR = "/var/lib/sidemesh/registry"
 TOKENS_DIR = "/var/lib/sidemesh/tokens"
 CONTROL_PLANE_ACCOUNT = "istiod"
+KEY_MODE = 0o440  # the secret volumes' files: root's, read by the pod's fsGroup (1337) only
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,8 @@ def control_plane_objects(
             "runAsUser": names.PROXY_UID,
             "runAsGroup": names.PROXY_GID,
             "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [
             {"name": "istiod-tls", "mountPath": TLS_DIR, "readOnly": True},
@@ -169,11 +172,19 @@ def control_plane_objects(
                 },
                 "spec": {
                     "serviceAccountName": CONTROL_PLANE_ACCOUNT,
+                    # As Istio's istiod: the keys below are root's, readable by this group.
+                    "securityContext": {"fsGroup": names.PROXY_GID},
                     "terminationGracePeriodSeconds": 5,
                     "containers": [container],
                     "volumes": [
-                        {"name": "istiod-tls", "secret": {"secretName": f"{name}-tls"}},
-                        {"name": "cacerts", "secret": {"secretName": "cacerts"}},
+                        {
+                            "name": "istiod-tls",
+                            "secret": {"secretName": f"{name}-tls", "defaultMode": KEY_MODE},
+                        },
+                        {
+                            "name": "cacerts",
+                            "secret": {"secretName": "cacerts", "defaultMode": KEY_MODE},
+                        },
                         {
                             "name": "local-registry",
                             "hostPath": {

@@ -45,9 +45,18 @@ from sidemesh.local.kubelet import NodeContext, PodWorker
 from sidemesh.local.model import NetworkRecord, PodRecord, State, key
 from sidemesh.local.naming import pod_netns, veth_name
 from sidemesh.local.netns import enter_netns
+from sidemesh.local.node_ports import HostPortRelays, Namespace
 from sidemesh.local.paths import RuntimePaths
 from sidemesh.local.pki import LocalPki
-from sidemesh.local.services import hosts_file, proxy_rules, registry_objects, resolv_conf
+from sidemesh.local.prometheus import write_targets
+from sidemesh.local.services import (
+    gateway_credentials,
+    host_ports,
+    hosts_file,
+    proxy_rules,
+    registry_objects,
+    resolv_conf,
+)
 from sidemesh.local.store import Store
 from sidemesh.local.volumes import Lookup, TokenSource
 from sidemesh.security.files import write_atomically
@@ -132,6 +141,8 @@ class Daemon:
         self.stopping = False
         self.last_rules: str | None = None
         self.last_registry: str | None = None
+        self.host_ports: HostPortRelays | None = None  # set by main(): needs the host's netns
+        self.host_port_problems: set[str] = set()
         self.node = this_host_node(
             network=self.snapshot.network,
             pods_dir=paths.pods,
@@ -205,6 +216,8 @@ class Daemon:
         finally:
             loop.remove_reader(listener.fileno())
             listener.close()
+            if self.host_ports is not None:
+                await self.host_ports.stop()
 
     def _stop(self) -> None:
         self.stopping = True
@@ -307,6 +320,8 @@ class Daemon:
                 worker.start()
             if record.deletion_requested is not None:
                 worker.terminate(record.grace_seconds)
+            else:
+                worker.follow(record.manifest)  # in-place changes: metadata, images
 
     # --- admission --------------------------------------------------------------------------
 
@@ -377,6 +392,10 @@ class Daemon:
                 *snapshot.peerauthentications.values(),
                 *snapshot.virtualservices.values(),
                 *snapshot.destinationrules.values(),
+                *snapshot.gateways.values(),
+                *snapshot.authorizationpolicies.values(),
+                *snapshot.requestauthentications.values(),
+                *gateway_credentials(snapshot.gateways.values(), snapshot.secrets.values()),
             ],
         )
         text = yaml.dump_all(objects, Dumper=yaml.CSafeDumper, sort_keys=False)
@@ -384,6 +403,21 @@ class Daemon:
             self.paths.registry.mkdir(mode=0o755, parents=True, exist_ok=True)
             write_atomically(self.paths.registry_file, text.encode(), 0o644)
             self.last_registry = text
+        write_targets(self.paths, snapshot.pods.values())  # `sidemesh local prometheus`
+        await self._apply_host_ports(snapshot)
+
+    async def _apply_host_ports(self, snapshot: State) -> None:
+        """NodePort/LoadBalancer Services on the host's loopback (`services.host_ports`)."""
+        if self.host_ports is None:
+            return
+        wanted, problems = host_ports(snapshot.services.values())
+        for problem in problems:
+            if problem not in self.host_port_problems:
+                log.warning("%s", problem)
+        self.host_port_problems = set(problems)
+        await self.host_ports.apply({
+            (p.address, p.port): ((p.cluster_ip, p.service_port), p.service) for p in wanted
+        })  # fmt: skip
 
 
 def _connect(host: str, port: int, timeout: float) -> socket.socket:
@@ -411,6 +445,7 @@ def main(argv: list[str]) -> int:
     state = store.read()
     network.ensure_node(state.network)
     network.refuse_pod_range_on_host(state.network)  # from the host's namespace, as ensure_node
+    host_netns = Namespace.current()  # held open: host ports listen there (node_ports)
     if threading.active_count() != 1:  # setns must happen before any thread exists
         raise RuntimeError("the daemon must enter the node namespace before starting threads")
     enter_netns(state.network.node_netns)
@@ -419,7 +454,9 @@ def main(argv: list[str]) -> int:
     # Not asyncio.run: that would cancel the pod workers on the way out, and their cleanup
     # would tear the pods down; a stopped daemon leaves them to `down` or the next daemon.
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(Daemon(paths, store, pki).run())
+    daemon = Daemon(paths, store, pki)
+    daemon.host_ports = HostPortRelays(host_netns, Namespace.named(state.network.node_netns))
+    loop.run_until_complete(daemon.run())
     log.info("local runtime daemon stopped")
     logging.shutdown()
     os._exit(0)

@@ -18,19 +18,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sidemesh.local import network
 from sidemesh.local.containers import ContainerRunner, PodContext
 from sidemesh.local.env import PodFacts
 from sidemesh.local.model import ContainerStatus, NetworkRecord, PodRecord
-from sidemesh.local.volumes import Lookup, TokenSource, VolumeError, VolumeSources, materialize
+from sidemesh.local.volumes import (
+    Lookup,
+    TokenSource,
+    VolumeError,
+    VolumeSources,
+    materialize,
+    volume_owner,
+)
 
 log = logging.getLogger("sidemesh.local.kubelet")
 
@@ -72,6 +81,7 @@ class PodWorker:
         self._grace = float(pod.spec.get("terminationGracePeriodSeconds", 30))
         self._tasks: list[asyncio.Task[bool]] = []
         self._watchers: list[asyncio.Task[None]] = []
+        self._restarts: list[asyncio.Task[None]] = []  # in-place image changes
         self._task: asyncio.Task[None] | None = None
         self._volume_paths: dict[str, Path] = {}
         spec = self.pod.spec
@@ -106,6 +116,64 @@ class PodWorker:
         if grace_seconds is not None:
             self._grace = float(grace_seconds)
         self._terminate.set()
+
+    def follow(self, pod: Mapping[str, Any]) -> None:
+        """Take from the pod as the API server now has it what Kubernetes lets change on a
+        running pod (it refused the rest): labels and annotations, which the downward API
+        files show at once, and container images, whose container alone is restarted with
+        the new image (its restartCount goes up), as the kubelet does when a container's spec
+        hash changes."""
+        if self._terminate.is_set():
+            return
+        metadata = pod.get("metadata") or {}
+        current = self.pod.manifest.setdefault("metadata", {})
+        images = _images(pod.get("spec") or {})
+        metadata_changed = any(
+            (metadata.get(field) or {}) != (current.get(field) or {})
+            for field in ("labels", "annotations")
+        )
+        changed_images = {
+            name: image for name, image in images.items()
+            if image != _images(self.pod.spec).get(name, image)
+        }  # fmt: skip
+        if not metadata_changed and not changed_images:
+            return
+        for field in ("labels", "annotations"):
+            current[field] = copy.deepcopy(dict(metadata.get(field) or {}))
+        for field in ("initContainers", "containers"):
+            for container in self.pod.spec.get(field) or []:
+                if container.get("name") in changed_images:
+                    container["image"] = changed_images[container["name"]]
+        if metadata_changed and self._volume_paths:  # the sandbox exists: refresh its files
+            self._refresh_downward_api()
+        for name, image in changed_images.items():
+            runner = self.runners.get(name)
+            if runner is None:
+                continue  # not started yet: it starts with the new image
+            runner.spec = {**runner.spec, "image": image}
+            if runner.kind == "init":
+                continue  # finished: not run again (Kubernetes 1.20+)
+            self.event(
+                "Normal", "Killing", f"Container {name} definition changed, will be restarted"
+            )
+            grace = max(0.0, min(self._grace, self.node.max_grace_seconds))
+            # The run loop starts it again at once, with the new image (a restart, no crash).
+            self._restarts.append(asyncio.create_task(runner._kill(grace)))
+        self._changed()
+
+    def _refresh_downward_api(self) -> None:
+        volumes = [v for v in self.pod.spec.get("volumes") or [] if "downwardAPI" in v]
+        if not volumes:
+            return
+        config_maps, secrets = self.node.lookups(self.pod.namespace)
+        try:
+            materialize(
+                volumes, self.pod_dir, self._facts(),
+                VolumeSources(config_maps=config_maps, secrets=secrets, token=self.node.token),
+                volume_owner(self.pod.spec),
+            )  # fmt: skip
+        except (VolumeError, OSError) as exc:
+            self.event("Warning", "FailedMount", str(exc))
 
     def event(self, kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
@@ -199,6 +267,7 @@ class PodWorker:
                     self.pod_dir,
                     self._facts(),
                     VolumeSources(config_maps=config_maps, secrets=secrets, token=self.node.token),
+                    volume_owner(self.pod.spec),
                 )
                 return True
             except (network.NetworkError, VolumeError, OSError) as exc:
@@ -304,7 +373,7 @@ class PodWorker:
         for runner in reversed(sidecars):
             remaining = max(SIDECAR_MIN_GRACE, deadline - loop.time())
             await runner.stop(remaining)
-        for task in [*self._tasks, *self._watchers]:
+        for task in [*self._tasks, *self._watchers, *self._restarts]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.pod.netns:
@@ -325,3 +394,12 @@ class PodWorker:
 
 def _setter(event: asyncio.Event) -> Callable[[object], None]:
     return lambda _: event.set()
+
+
+def _images(spec: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        str(c.get("name")): str(c.get("image") or "")
+        for field in ("initContainers", "containers")
+        for c in spec.get(field) or []
+        if isinstance(c, Mapping)
+    }

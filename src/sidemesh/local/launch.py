@@ -5,11 +5,21 @@ namespace and in a private mount namespace with the pod's /etc/hosts and /etc/re
 then, still as root:
 
 1. gives the container its own UTS namespace with the pod's name as hostname;
-2. makes the Python installation reachable for a non-root user when it lives under a directory
+2. forks the container's init into a new PID namespace (its own mount namespace too) and stays
+   outside as its supervisor: it passes stop signals on to the container's process group and
+   ends as the command ended (its exit status, or killed by the same signal), so whoever started
+   it sees the command. If the supervisor is killed, the init dies with it and with the init
+   everything in the container. On a terminal it hands the terminal to the container's group;
+3. the init, pid 1 of the container, opens every volume's source (before anything below can
+   hide it), then raises the walls (`confine`): a /proc of its own, a private /dev, the
+   runtime's state directory and the host's /root hidden. A command run in the container
+   (`exec`, exec probes) gets a PID namespace of its own too: it does not see the container's
+   processes;
+4. makes the Python installation reachable for a non-root user when it lives under a directory
    only root may enter (a venv under /root, say): a tmpfs over that directory holding bind
-   mounts of just the needed paths, so the rest of it stays hidden;
-3. bind-mounts the pod's volumes at their `mountPath`s (read-only where asked) — the mounts
-   exist only in this process's mount namespace, so the host never sees them. Neither does it
+   mounts of just the needed paths, so the rest of it stays hidden (from root containers too);
+5. bind-mounts the pod's volumes at their `mountPath`s (read-only where asked) — the mounts
+   exist only in this container's mount namespace, so the host never sees them. Neither does it
    see their mount points: a `mountPath` missing on the host (/var/run/secrets/tokens, say) is
    made in a private tmpfs laid over its nearest existing directory, which shows that
    directory's entries through bind mounts. (Made on the host, such directories were shared
@@ -17,54 +27,45 @@ then, still as root:
    every container using it, e.g. a sidecar's token, leaving its pod 1/2 for good.) Only a
    mount point right under / is made on the host (a tmpfs over / would not be this process's
    root), by the daemon, which records it for `sidemesh local down`;
-4. drops to the container's uid/gid and groups, changes directory, and execs the command.
+6. forks the command: cuts its bounding set to the capabilities it keeps, drops to the
+   container's uid/gid and groups (a root container keeps exactly those capabilities), sets
+   no_new_privs where asked, changes directory and execs. The init drops every capability of
+   its own, reaps orphans, and reports the command's end to the supervisor through a pipe.
 
-Standard library only, and nothing else is imported: it is on every container's start path.
+Standard library only, and nothing but `confine` (the same) is imported: it is on every
+container's start path.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import contextlib
 import errno
 import json
 import os
+import signal
 import stat
 import sys
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
-CLONE_NEWUTS = 0x04000000
-MS_RDONLY = 1
-MS_REMOUNT = 32
-MS_BIND = 4096
-MS_REC = 16384
+from sidemesh.local import confine
+from sidemesh.local.confine import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+SETUP_FAILED = 128
+# Passed on to the container by its supervisor (SIGKILL cannot be: the init dies with it).
+FORWARDED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
 
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, f"{what}: {os.strerror(error)}")
-
-
-def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    _check(
-        _libc.mount(
-            source.encode(),
-            target.encode(),
-            fstype.encode() if fstype else None,
-            ctypes.c_ulong(flags),
-            data.encode() if data else None,
-        ),
-        f"mount {source} on {target}",
-    )
-
-
-def _set_hostname(name: str) -> None:
-    _check(_libc.unshare(CLONE_NEWUTS), "unshare(CLONE_NEWUTS)")
-    raw = name.encode()[:64]
-    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+_mount = confine.mount
 
 
 def _closed_ancestor(path: str) -> str | None:
@@ -164,11 +165,16 @@ def _host_mount_point(target: str, *, is_dir: bool) -> None:
             pass
 
 
-def mount_volumes(mounts: list[dict[str, Any]]) -> None:
-    # Every source is opened before the first mount: a volume mounted over a path that holds
-    # a later volume's source (an emptyDir at /tmp, with the state directory under /tmp) would
-    # otherwise hide that source.
-    sources = [os.open(str(m["source"]), os.O_PATH | os.O_CLOEXEC) for m in mounts]
+def open_sources(mounts: list[dict[str, Any]]) -> list[int]:
+    """Every volume's source, opened before the first mount: a volume mounted over a path that
+    holds a later volume's source (an emptyDir at /tmp, with the state directory under /tmp)
+    would otherwise hide that source, and so would the tmpfs over the state directory."""
+    return [os.open(str(m["source"]), os.O_PATH | os.O_CLOEXEC) for m in mounts]
+
+
+def mount_volumes(mounts: list[dict[str, Any]], sources: list[int] | None = None) -> None:
+    if sources is None:
+        sources = open_sources(mounts)
     try:
         private: set[str] = set()
         for mount, descriptor in zip(mounts, sources, strict=True):
@@ -184,12 +190,138 @@ def mount_volumes(mounts: list[dict[str, Any]]) -> None:
 
 
 def become(uid: int | None, gid: int | None, groups: list[int]) -> None:
-    if uid is None:
-        return
+    """The container's user: supplementary groups (fsGroup, supplementalGroups) and its
+    runAsGroup apply to a root container too; runAsUser without runAsGroup means group 0."""
     os.setgroups(groups)
-    primary = gid if gid is not None else 0
-    os.setresgid(primary, primary, primary)
-    os.setresuid(uid, uid, uid)
+    if gid is not None or uid is not None:
+        primary = gid if gid is not None else 0
+        os.setresgid(primary, primary, primary)
+    if uid is not None:
+        os.setresuid(uid, uid, uid)
+
+
+def _exec_command(spec: dict[str, Any], last_capability: int) -> NoReturn:
+    """The container's command (pid 2 of its PID namespace): privileges, user, exec."""
+    command: list[str] = spec["argv"]
+    uid = spec.get("uid")
+    try:
+        privileged = spec.get("privileged") is True
+        keep = {int(c) for c in spec.get("capabilities") or []}  # missing: none (fail closed)
+        if not privileged:
+            confine.limit_bounding_set(keep, last_capability)
+        become(uid, spec.get("gid"), spec.get("groups") or [])
+        if not privileged and uid in (None, 0):
+            confine.set_capabilities(keep)
+        if spec.get("no_new_privs"):
+            confine.forbid_new_privileges()
+        os.chdir(spec.get("workdir") or "/")
+    except OSError as exc:
+        print(f"sidemesh local: cannot set up the container: {exc}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(SETUP_FAILED)
+    sys.stdout.flush()
+    try:
+        os.execvpe(command[0], command, spec["env"])
+    except OSError as exc:
+        print(f'exec: "{command[0]}": {exc.strerror}', file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+
+
+def _container_init(spec: dict[str, Any], report: int) -> NoReturn:
+    """Pid 1 of the container: raise the walls, start the command, reap, report its end."""
+    for signum in FORWARDED:
+        signal.signal(signum, signal.SIG_DFL)
+    try:
+        os.setpgid(0, 0)
+        confine.die_with_parent(signal.SIGKILL)
+        last_capability = confine.last_capability()  # the host's /proc, still
+        confine.unshare(CLONE_NEWNS, "unshare(CLONE_NEWNS)")
+        sources = open_sources(spec.get("mounts") or [])  # in this namespace: bind-mountable
+        privileged = spec.get("privileged") is True
+        confine.private_proc(privileged=privileged)
+        if not privileged:
+            confine.private_dev()
+        exposed = [str(p) for p in spec.get("expose") or []]
+        expose(exposed)
+        confine.hide([str(p) for p in spec.get("hide") or []], shown=exposed)
+        mount_volumes(spec.get("mounts") or [], sources)
+    except OSError as exc:
+        print(f"sidemesh local: cannot set up the container: {exc}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(SETUP_FAILED)
+    sys.stdout.flush()
+    command = os.fork()
+    if command == 0:
+        _exec_command(spec, last_capability)
+    for signum in FORWARDED:  # the group's signals reach the command itself
+        signal.signal(signum, _ignore)
+    status = SETUP_FAILED << 8
+    try:
+        confine.set_capabilities(set())
+        confine.not_dumpable()
+        while True:
+            pid, waited = os.waitpid(-1, 0)
+            if pid == command:
+                status = waited
+                break
+    except (OSError, ChildProcessError):
+        pass
+    os.write(report, str(status).encode("ascii"))
+    os._exit(0)
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    pass
+
+
+def _supervise(spec: dict[str, Any]) -> int:
+    """Fork the container's init into a new PID namespace; pass signals on; its command's end."""
+    pending: list[int] = []
+    child: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if not child:
+            pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child[0], signum)
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+    report_read, report_write = os.pipe()
+    confine.unshare(CLONE_NEWPID, "unshare(CLONE_NEWPID)")
+    pid = os.fork()
+    if pid == 0:
+        os.close(report_read)
+        _container_init(spec, report_write)
+    os.close(report_write)
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)
+    on_terminal = False
+    with contextlib.suppress(OSError):
+        on_terminal = os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    if on_terminal:
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        with contextlib.suppress(OSError):
+            os.tcsetpgrp(0, pid)
+    child.append(pid)
+    for early in pending:
+        forward(early, None)
+    _, waited = os.waitpid(pid, 0)
+    if on_terminal:
+        with contextlib.suppress(OSError):
+            os.tcsetpgrp(0, os.getpgrp())
+    with os.fdopen(report_read, "rb") as report:
+        text = report.read().decode("ascii", "replace").strip()
+    status = int(text) if text.isdigit() else waited
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:  # end as the command did: killed by the same signal
+        sys.stdout.flush()
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code
+    return code
 
 
 def main(argv: list[str]) -> int:
@@ -199,25 +331,17 @@ def main(argv: list[str]) -> int:
     with open(argv[1], encoding="utf-8") as file:
         spec = json.load(file)
     os.umask(0o022)
-    command: list[str] = spec["argv"]
     try:
         if spec.get("hostname"):
-            _set_hostname(spec["hostname"])
-        uid = spec.get("uid")
-        if uid not in (None, 0):
-            expose(spec.get("expose") or [])
-        mount_volumes(spec.get("mounts") or [])
-        become(uid, spec.get("gid"), spec.get("groups") or [])
-        os.chdir(spec.get("workdir") or "/")
+            confine.set_hostname(spec["hostname"])
     except OSError as exc:
         print(f"sidemesh local: cannot set up the container: {exc}", file=sys.stderr)
-        return 128
-    sys.stdout.flush()
+        return SETUP_FAILED
     try:
-        os.execvpe(command[0], command, spec["env"])
+        return _supervise(spec)
     except OSError as exc:
-        print(f'exec: "{command[0]}": {exc.strerror}', file=sys.stderr)
-        return 127 if isinstance(exc, FileNotFoundError) else 126
+        print(f"sidemesh local: cannot start the container: {exc}", file=sys.stderr)
+        return SETUP_FAILED
 
 
 if __name__ == "__main__":

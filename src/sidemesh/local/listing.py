@@ -145,6 +145,9 @@ def get(state: State | None, request: GetRequest, *, now: float) -> GetResult:
         "PeerAuthentication": state.peerauthentications,
         "VirtualService": state.virtualservices,
         "DestinationRule": state.destinationrules,
+        "Gateway": state.gateways,
+        "AuthorizationPolicy": state.authorizationpolicies,
+        "RequestAuthentication": state.requestauthentications,
     }
     records = sorted(
         (

@@ -29,6 +29,28 @@ RESOURCE_WORDS = {
         ("destinationrule", "destinationrules", "dr", "destinationrule.networking.istio.io"),
         "DestinationRule",
     ),
+    **dict.fromkeys(
+        ("gateway", "gateways", "gw", "gateway.networking.istio.io"),
+        "Gateway",
+    ),
+    **dict.fromkeys(
+        (
+            "authorizationpolicy",
+            "authorizationpolicies",
+            "ap",
+            "authorizationpolicy.security.istio.io",
+        ),
+        "AuthorizationPolicy",
+    ),
+    **dict.fromkeys(
+        (
+            "requestauthentication",
+            "requestauthentications",
+            "ra",
+            "requestauthentication.security.istio.io",
+        ),
+        "RequestAuthentication",
+    ),
 }
 
 

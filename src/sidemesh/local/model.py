@@ -79,6 +79,18 @@ class DestinationRuleRecord(ObjectRecord):
     """networking.istio.io DestinationRule: stored for the control plane's registry only."""
 
 
+class GatewayRecord(ObjectRecord):
+    """networking.istio.io Gateway: stored for the control plane's registry only."""
+
+
+class AuthorizationPolicyRecord(ObjectRecord):
+    """security.istio.io AuthorizationPolicy: stored for the control plane's registry only."""
+
+
+class RequestAuthenticationRecord(ObjectRecord):
+    """security.istio.io RequestAuthentication: stored for the control plane's registry only."""
+
+
 class ReplicaSetRecord(_Record):
     namespace: str
     name: str
@@ -205,6 +217,9 @@ class State(_Record):
     peerauthentications: dict[str, PeerAuthenticationRecord] = Field(default_factory=dict)
     virtualservices: dict[str, VirtualServiceRecord] = Field(default_factory=dict)
     destinationrules: dict[str, DestinationRuleRecord] = Field(default_factory=dict)
+    gateways: dict[str, GatewayRecord] = Field(default_factory=dict)
+    authorizationpolicies: dict[str, AuthorizationPolicyRecord] = Field(default_factory=dict)
+    requestauthentications: dict[str, RequestAuthenticationRecord] = Field(default_factory=dict)
     pods: dict[str, PodRecord] = Field(default_factory=dict)
     control_planes: dict[str, ControlPlaneRecord] = Field(default_factory=dict)
     events: list[Event] = Field(default_factory=list)

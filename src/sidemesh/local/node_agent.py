@@ -261,6 +261,8 @@ class NodeAgent:
             note_deletion(tracked.worker.pod, pod)
             if tracked.worker.pod.deletion_requested is not None:
                 tracked.worker.terminate(tracked.worker.pod.grace_seconds)
+            else:
+                tracked.worker.follow(pod)  # in-place changes: metadata, container images
         for uid, tracked in list(self.pods.items()):
             live = tracked.worker.pod
             if uid not in mine:

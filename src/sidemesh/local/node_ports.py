@@ -9,8 +9,10 @@ the relay makes its sockets by stepping the calling thread into the right namesp
 `socket()` call only (`setns`, which Linux allows per thread for network namespaces).
 
 Used for: the API server (the agent's own client, and pods through the `kubernetes` Service),
-services backed by a process on the host (`--host-service`), and host ports that reach a
-Service inside (`--expose`, how the API server reaches a webhook running as a pod).
+services backed by a process on the host (`--host-service`), host ports that reach a
+Service inside (`--expose`, how the API server reaches a webhook running as a pod), and the
+host ports of NodePort/LoadBalancer Services (`HostPortRelays`: an ingress gateway from the
+host).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 log = logging.getLogger("sidemesh.local.node_ports")
@@ -146,3 +149,70 @@ class RelayServer:
             self.server.close()
         for writer in list(self.connections):
             writer.close()  # its pumps end, and the upstream side with them
+
+
+class HostPortRelays:
+    """Host ports kept in step with what Services ask for (`services.host_ports`): each listens
+    on the host and dials, from the node namespace, the address its Service has now."""
+
+    def __init__(self, host: Namespace, node: Namespace) -> None:
+        self.host = host
+        self.node = node
+        self.servers: dict[tuple[str, int], RelayServer] = {}
+        self.targets: dict[tuple[str, int], tuple[str, int]] = {}
+        self.failed: set[tuple[str, int]] = set()  # could not listen: said once, tried again
+
+    async def apply(self, wanted: Mapping[tuple[str, int], tuple[tuple[str, int], str]]) -> None:
+        """`wanted`: (host address, port) → ((cluster IP, port), what for the logs)."""
+        self.targets = {listen: target for listen, (target, _) in wanted.items()}
+        for listen in [k for k in self.servers if k not in wanted]:
+            await self.servers.pop(listen).stop()
+            log.info("host port %s:%d closed", *listen)
+        for listen, (_, what) in wanted.items():
+            if listen in self.servers:
+                continue
+            relay = Relay(
+                name=f"{listen[0]}:{listen[1]} ({what})",
+                listen_in=self.host,
+                listen=listen,
+                dial_in=self.node,
+                target=functools.partial(self._target, listen),
+            )
+            server = RelayServer(relay)
+            try:
+                await server.start()
+            except OSError as exc:
+                if listen not in self.failed:
+                    log.warning("host port %s:%d for %s: cannot listen: %s", *listen, what, exc)
+                    self.failed.add(listen)
+                continue
+            self.failed.discard(listen)
+            self.servers[listen] = server
+            log.info("host port %s:%d reaches %s", *listen, what)
+
+    def _target(self, listen: tuple[str, int]) -> tuple[str, int] | None:
+        return self.targets.get(listen)  # looked up per connection: the Service may move
+
+    async def stop(self) -> None:
+        for server in self.servers.values():
+            await server.stop()
+        self.servers.clear()
+
+
+NODE_PORT_RANGE = range(30000, 32768)  # Kubernetes' default --service-node-port-range
+
+
+def free_node_port(start: int = NODE_PORT_RANGE.start) -> int | None:
+    """A port of the NodePort range that nothing on the host's loopback holds now (from
+    `start` on, wrapping around), or None; for a NodePort Service the runtime will relay."""
+    span = len(NODE_PORT_RANGE)
+    first = (start - NODE_PORT_RANGE.start) % span
+    for offset in range(span):
+        candidate = NODE_PORT_RANGE.start + (first + offset) % span
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return candidate
+    return None

@@ -1,5 +1,5 @@
-"""Services, as pure data: endpoints, kube-proxy's rules, the pods' hosts files, and the file
-registry the control plane reads.
+"""Services, as pure data: endpoints, kube-proxy's rules, the pods' hosts files, the host ports
+that reach Services from outside (`host_ports`), and the file registry the control plane reads.
 
 kube-proxy style: a packet to a cluster IP is DNATed, in the node's network namespace, to one of
 the ready endpoints chosen at random (`-m statistic`), and then masqueraded to the node's
@@ -177,6 +177,74 @@ def proxy_rules(services: Iterable[ServiceRecord], pods: Iterable[PodRecord]) ->
     return "\n".join(lines) + "\n"
 
 
+# --- from the host: NodePort and LoadBalancer Services --------------------------------------
+#
+# The runtime is a one-node cluster whose node, as seen from the host, is the host's loopback:
+# a Service of type NodePort is reachable at 127.0.0.1:<nodePort> of each port that names one
+# (Kubernetes would allocate a missing nodePort; we do not invent ports on your host), and a
+# LoadBalancer Service is its own load balancer at 127.0.0.1:<port> (as kind's and k3s's
+# built-in balancers make it), plus its nodePorts. This is how an ingress gateway Deployment
+# behind `type: LoadBalancer` takes requests from the host. The node agent relays each such
+# host port to the Service's cluster IP inside (`node_ports.HostPortRelays`); kube-proxy's rules
+# pick the endpoint as for any other client.
+
+HOST_ADDRESS = "127.0.0.1"
+EXPOSED_TYPES = ("NodePort", "LoadBalancer")
+
+
+@dataclass(frozen=True, order=True)
+class HostPort:
+    """A port on the host that reaches one Service port inside."""
+
+    address: str
+    port: int
+    namespace: str
+    name: str
+    cluster_ip: str
+    service_port: int
+
+    @property
+    def service(self) -> str:
+        return f"{self.namespace}/{self.name}:{self.service_port}"
+
+
+def host_ports(services: Iterable[ServiceRecord]) -> tuple[list[HostPort], list[str]]:
+    """The host ports that NodePort/LoadBalancer Services ask for, and why any is not given
+    (the first Service by namespace/name keeps a contested port)."""
+    wanted: list[HostPort] = []
+    problems: list[str] = []
+    taken: dict[tuple[str, int], HostPort] = {}
+    for service in sorted(services, key=lambda s: (s.namespace, s.name)):
+        spec = service.manifest.get("spec") or {}
+        kind = spec.get("type") or "ClusterIP"
+        if kind not in EXPOSED_TYPES or not service.cluster_ip:
+            continue
+        for raw in spec.get("ports") or []:
+            if str(raw.get("protocol") or "TCP").upper() != "TCP":
+                continue  # the relays carry TCP only
+            port = int(raw["port"])
+            ports = [port] if kind == "LoadBalancer" else []
+            node_port = raw.get("nodePort")
+            if node_port is not None:
+                ports.append(int(node_port))
+            elif kind == "NodePort":
+                problems.append(f"Service {service.namespace}/{service.name} port {port}: "
+                                "type NodePort without nodePort is not reachable from the host "
+                                "(set spec.ports[].nodePort)")  # fmt: skip
+            for number in ports:
+                candidate = HostPort(HOST_ADDRESS, number, service.namespace, service.name,
+                                     service.cluster_ip, port)  # fmt: skip
+                held = taken.get((HOST_ADDRESS, number))
+                if held is not None:
+                    if held.service != candidate.service:
+                        problems.append(f"host port {number}: {candidate.service} wants it but "
+                                        f"{held.service} has it")  # fmt: skip
+                    continue
+                taken[(HOST_ADDRESS, number)] = candidate
+                wanted.append(candidate)
+    return sorted(wanted), problems
+
+
 # --- names ----------------------------------------------------------------------------------
 
 
@@ -274,6 +342,21 @@ def registry_objects(
             }
         )
     return objects
+
+
+def gateway_credentials(
+    gateways: Iterable[ObjectRecord], secrets: Iterable[ObjectRecord]
+) -> list[ObjectRecord]:
+    """The Secrets some Gateway server names as its `credentialName` (any namespace: the
+    control plane hands one only to gateway proxies of the Secret's own namespace). No other
+    Secret leaves the runtime's store for the registry."""
+    named = {
+        str((server.get("tls") or {}).get("credentialName") or "")
+        for gateway in gateways
+        for server in (gateway.manifest.get("spec") or {}).get("servers") or []
+        if isinstance(server, dict)
+    } - {""}
+    return [s for s in secrets if s.name in named]
 
 
 def _timestamp(seconds: float) -> str:

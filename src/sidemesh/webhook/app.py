@@ -1,8 +1,9 @@
 """The webhook's HTTP surface as a raw ASGI application.
 
-No framework: there are four routes, and the request path is hot enough that routing, header
-checks and body reading are worth doing by hand. Admission runs inline on the event loop:
-it is CPU-bound and short, and a thread hop would cost more than it saves.
+No framework: there are five routes, and the request path is hot enough that routing, header
+checks and body reading are worth doing by hand (`/validate` shares the body handling).
+Admission runs inline on the event loop: it is CPU-bound and short, and a thread hop would
+cost more than it saves.
 
 Every error is answered promptly with a 4xx and never a 500. A response sent before the
 request body was read carries `connection: close`, so the server does not go on reading (and
@@ -16,9 +17,9 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from sidemesh.api import prometheus_text
 from sidemesh.webhook.admission import Admitter, ResultKind, ReviewResult, review
@@ -26,12 +27,15 @@ from sidemesh.webhook.deadlines import BodyDeadlines
 from sidemesh.webhook.metrics import InjectionMetrics, OutcomeClass
 from sidemesh.webhook.replay import ReplayMemo
 from sidemesh.webhook.token_volume import TokenVolumeNeutral
+from sidemesh.webhook.validation import GroupCheck, review_validation
+from sidemesh.webhook.validation_metrics import ValidationMetrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+VALIDATE_PATH: Final = "/validate"  # Istio's path for configuration validation
 MAX_BODY_BYTES: Final = 6 * 1024 * 1024  # Istio's limit for AdmissionReview bodies
 # Longer than the API server's longest webhook timeout (30 s): past it, nobody is waiting.
 BODY_TIMEOUT_SECONDS: Final = 30.0
@@ -51,7 +55,8 @@ log = logging.getLogger(__name__)
 
 
 class WebhookApp:
-    """`POST /inject[/k1/v1/...]`, `GET /ready`, `GET /metrics`."""
+    """`POST /inject[/k1/v1/...]`, `POST /validate` (when given checks), `GET /ready`,
+    `GET /metrics`."""
 
     def __init__(
         self,
@@ -62,8 +67,12 @@ class WebhookApp:
         max_body_bytes: int = MAX_BODY_BYTES,
         body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
         replay: ReplayMemo | None = None,
+        validation: Mapping[str, GroupCheck] | None = None,
     ) -> None:
         self._admitter = admitter
+        # `POST /validate`: API group -> its check (None: the path is not served).
+        self.validation = validation
+        self.validation_metrics = ValidationMetrics()
         # Replicas differ in their token volume's random name; the engine sees one name.
         self._neutral = TokenVolumeNeutral(admitter)
         # Repeats of a request but for its uid (a rollout's replicas) skip decoding entirely.
@@ -85,6 +94,8 @@ class WebhookApp:
         method: str = scope["method"]
         if path == "/inject" or path.startswith("/inject/"):
             await self._inject(scope, receive, send)
+        elif path == VALIDATE_PATH and self.validation is not None:
+            await self._validate(scope, receive, send, self.validation)
         elif path in ("/ready", "/metrics"):
             if method not in ("GET", "HEAD"):
                 await _respond(
@@ -93,7 +104,13 @@ class WebhookApp:
             elif path == "/ready":
                 await _respond(send, 200, b"ok\n")
             else:
-                text = b"".join([self.metrics.render(), *(m() for m in self.extra_metrics)])
+                text = b"".join(
+                    [
+                        self.metrics.render(),
+                        *([self.validation_metrics.render()] if self.validation else []),
+                        *(m() for m in self.extra_metrics),
+                    ]
+                )
                 await _respond(send, 200, text, content_type=_PROMETHEUS)
         else:
             await _respond(send, 404, b"not found\n", close=_has_body(scope))
@@ -104,10 +121,45 @@ class WebhookApp:
         if kind is not None:
             self.metrics.record(_OUTCOME_CLASS[kind], reason, time.perf_counter() - started)
 
+    async def _validate(
+        self, scope: Scope, receive: Receive, send: Send, checks: Mapping[str, GroupCheck]
+    ) -> None:
+        body = await self._receive_review(scope, receive, send)
+        if isinstance(body, tuple):
+            if body[0] is not None:
+                self.validation_metrics.record("rejected", body[1])
+            return
+        result = review_validation(body, checks)
+        self.validation_metrics.record(result.kind, result.code)
+        if result.error is not None:
+            log.error("validation failed (%s)", result.code, exc_info=result.error)
+        elif result.kind == "rejected":
+            log.warning("bad AdmissionReview request to %s (%s)", VALIDATE_PATH, result.code)
+        content_type = _JSON if result.status == 200 else _TEXT
+        await _respond(send, result.status, result.body, content_type=content_type)
+
     async def _serve_inject(
         self, scope: Scope, receive: Receive, send: Send
     ) -> tuple[ResultKind | None, str]:
         """Answer one injection request; returns (result kind, reason) for the metrics."""
+        body = await self._receive_review(scope, receive, send)
+        if isinstance(body, tuple):
+            return body
+        route = _path_params(scope["path"])
+        result = self.replay.lookup(body, route)
+        if result is None:
+            result = review(body, self._neutral, cluster_id=route[0], network=route[1])
+            self.replay.remember(body, route, result)
+            _log_result(result)
+        content_type = _JSON if result.status == 200 else _TEXT
+        await _respond(send, result.status, result.body, content_type=content_type)
+        return result.kind, result.code
+
+    async def _receive_review(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> bytes | tuple[Literal["rejected"] | None, str]:
+        """The request body of an AdmissionReview POST, or (having answered the request with
+        a 4xx) ("rejected", reason), or (None, "") when the client went away."""
         if scope["method"] != "POST":
             await _respond(
                 send, 405, b"method not allowed\n", close=_has_body(scope), allow=b"POST"
@@ -136,15 +188,7 @@ class WebhookApp:
         if not body:
             await _respond(send, 400, b"no body found\n")
             return "rejected", "empty-body"
-        route = _path_params(scope["path"])
-        result = self.replay.lookup(body, route)
-        if result is None:
-            result = review(body, self._neutral, cluster_id=route[0], network=route[1])
-            self.replay.remember(body, route, result)
-            _log_result(result)
-        content_type = _JSON if result.status == 200 else _TEXT
-        await _respond(send, result.status, result.body, content_type=content_type)
-        return result.kind, result.code
+        return body
 
     async def _read_body_in_time(self, receive: Receive) -> bytes | _BodyProblem:
         """`_read_body`, given up after `body_timeout_seconds` (a client stalling mid-body)."""

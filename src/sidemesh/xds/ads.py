@@ -33,6 +33,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
 from sidemesh.api.protowire import length_delimited
+from sidemesh.api.text import untrusted
 from sidemesh.security.identity import SpiffeId
 from sidemesh.xds.authn import XdsAuthenticator, XdsAuthError, XdsCaller, authorize
 from sidemesh.xds.cache import TYPE_ORDER, ResourceCache, TypedResources
@@ -48,6 +49,10 @@ SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 WILDCARD_TYPES = frozenset({TYPE_LISTENER, TYPE_CLUSTER})
 SERVED_TYPES = frozenset(TYPE_ORDER)
 _NOTHING: frozenset[Any] = frozenset()
+# Envoy's NACK message, kept per proxy and type for proxy-status, and logged: bounded, since
+# one proxy per type could otherwise hold (or log) a message of any size.
+NACK_KEPT_CHARACTERS = 4096
+NACK_LOGGED_CHARACTERS = 1000
 
 
 @dataclass(eq=False)
@@ -190,7 +195,14 @@ class AdsServer:
             connection.wake.clear()
             async with self._push_slots, connection.lock:
                 assert connection.proxy is not None
-                resources = self.cache.resources_for(connection.proxy)
+                try:
+                    resources = self.cache.resources_for(connection.proxy)
+                except Exception:
+                    # One proxy's failed build must not end its pushes for good: the proxy
+                    # keeps what it has and the next snapshot tries again.
+                    log.exception("building config for %s failed; it keeps its previous config",
+                                  connection.proxy.node_id)  # fmt: skip
+                    continue
                 self._resend_assignments_of_changed_clusters(connection, resources)
                 pushed = False
                 for type_url in TYPE_ORDER:
@@ -227,11 +239,11 @@ class AdsServer:
         if request.response_nonce != state.nonce_sent:
             return False
         if request.HasField("error_detail"):
-            state.error = request.error_detail.message or "rejected"
+            state.error = (request.error_detail.message or "rejected")[:NACK_KEPT_CHARACTERS]
             self.metrics.nacked(request.type_url)
             log.warning("NACK %s from %s (version %s): %s", short_type(request.type_url),
                         connection.proxy and connection.proxy.node_id, state.version_sent,
-                        state.error)  # fmt: skip
+                        untrusted(state.error, NACK_LOGGED_CHARACTERS))  # fmt: skip
         else:
             state.error = None
             state.nonce_acked = request.response_nonce

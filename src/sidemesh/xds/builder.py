@@ -13,18 +13,25 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from sidemesh.api import networking
+from sidemesh.api import networking, security, telemetry
 from sidemesh.api.config import MeshConfig
-from sidemesh.xds import convert
+from sidemesh.api.telemetry.mesh import MeshTelemetry, mesh_telemetry
+from sidemesh.xds import convert, service_entries
+from sidemesh.xds.credentials import credentials_of
+from sidemesh.xds.jwks_fetch import JwksFetcher, jwks_uris
 from sidemesh.xds.model import Endpoint, MeshSnapshot, PeerAuthentication, Service
 
 log = logging.getLogger("sidemesh.xds.builder")
 
 Key = tuple[str, str, str]  # kind, namespace, name
 # Traffic kinds (networking.istio.io) the generator acts on; each passes `validate` first.
-TRAFFIC_KINDS = frozenset({"VirtualService", "DestinationRule"})
+TRAFFIC_KINDS = frozenset({"VirtualService", "DestinationRule", "ServiceEntry", "Sidecar",
+                           "Gateway"})  # fmt: skip
+# Security kinds (security.istio.io) passing `api.security.validate` first.
+SECURITY_KINDS = frozenset({"AuthorizationPolicy", "RequestAuthentication"})
 KINDS = frozenset({"Service", "EndpointSlice", "Pod", "WorkloadEntry", "PeerAuthentication",
-                   "Namespace", *TRAFFIC_KINDS})  # fmt: skip
+                   "Namespace", "Secret", *TRAFFIC_KINDS, *SECURITY_KINDS,
+                   "Telemetry"})  # fmt: skip
 DEFAULT_DEBOUNCE = 0.1
 DEFAULT_MAX_DELAY = 1.0
 
@@ -36,9 +43,11 @@ def build_snapshot(
     version: int,
     changed: Iterable[str] = (),
     errors: list[str] | None = None,
+    jwks: Mapping[str, str] | None = None,
 ) -> MeshSnapshot:
     """A snapshot of `objects`. An object that cannot be used is skipped and its problem
-    appended to `errors` (one bad Service must not take the mesh down)."""
+    appended to `errors` (one bad Service must not take the mesh down). `jwks`: the fetched
+    documents of RequestAuthentication `jwksUri`s (`jwks_fetch`)."""
     by_kind: dict[str, list[Mapping[str, Any]]] = {}
     for (kind, _, _), obj in objects.items():
         by_kind.setdefault(kind, []).append(obj)
@@ -84,8 +93,39 @@ def build_snapshot(
                 traffic[kind].append(networking.validate(obj))
             except networking.ValidationError as exc:  # never pushed; the reason is logged
                 problems.append(str(exc).replace("\n", "; "))
+    failed_policies: list[networking.Resource[Any]] = []
+    for kind in sorted(SECURITY_KINDS):
+        traffic[kind] = []
+        for obj in by_kind.get(kind, []):
+            try:
+                traffic[kind].append(security.validate(obj))
+            except networking.ValidationError as exc:  # never pushed; the reason is logged
+                reason = str(exc).replace("\n", "; ")
+                stand_in = security.deny_all_stand_in(obj)
+                if stand_in is not None:  # fails closed, never open
+                    failed_policies.append(stand_in)
+                    reason += " (until fixed it denies every request to what it selects)"
+                problems.append(reason)
+    traffic["Telemetry"] = []  # telemetry.istio.io, passing `api.telemetry.validate` first
+    for obj in by_kind.get("Telemetry", []):
+        try:
+            traffic["Telemetry"].append(telemetry.validate(obj))
+        except networking.ValidationError as exc:  # never pushed; the reason is logged
+            problems.append(str(exc).replace("\n", "; "))
     for resources in traffic.values():
         resources.sort(key=lambda r: (r.namespace, r.name))
+
+    def select(svc: Service, selector: Mapping[str, str]) -> list[Endpoint]:
+        return convert.selected_endpoints(
+            svc, selector, [p for (ns, _), p in pods.items() if ns == svc.namespace],
+            [e for e in entries if convert.object_key(e)[1] == svc.namespace],
+        )  # fmt: skip
+
+    entry_services, entry_endpoints = service_entries.entry_services(
+        traffic["ServiceEntry"], [s.hostname for s in services], problems, select
+    )
+    services += entry_services
+    endpoints.update(entry_endpoints)
     return MeshSnapshot(
         version=version,
         services=tuple(sorted(services)),
@@ -93,11 +133,29 @@ def build_snapshot(
         peer_authentications=tuple(sorted(policies, key=lambda p: (p.namespace, p.name))),
         virtual_services=tuple(traffic["VirtualService"]),
         destination_rules=tuple(traffic["DestinationRule"]),
+        service_entries=tuple(traffic["ServiceEntry"]),
+        sidecars=tuple(traffic["Sidecar"]),
+        gateways=tuple(traffic["Gateway"]),
+        authorization_policies=tuple(traffic["AuthorizationPolicy"]),
+        failed_authorization_policies=tuple(failed_policies),
+        request_authentications=tuple(traffic["RequestAuthentication"]),
+        jwks=MappingProxyType(dict(jwks or {})),
+        credentials=MappingProxyType(credentials_of(by_kind.get("Secret", []), problems)),
+        telemetries=tuple(traffic["Telemetry"]),
+        mesh_telemetry=_mesh_telemetry(mesh, problems),
         outbound_policy=mesh.outbound_traffic_policy.mode,
         trust_domain=mesh.trust_domain,
         root_namespace=mesh.root_namespace,
         changed=frozenset(changed),
     )
+
+
+def _mesh_telemetry(mesh: MeshConfig, problems: list[str]) -> MeshTelemetry:
+    try:
+        return mesh_telemetry(mesh)
+    except ValueError as exc:  # e.g. a JSON access log format that is not a JSON object
+        problems.append(f"meshConfig telemetry: {exc}")
+        return MeshTelemetry()
 
 
 class SnapshotBuilder:
@@ -119,6 +177,12 @@ class SnapshotBuilder:
         self._dirty = asyncio.Event()
         self._last_change = 0.0
         self._reported: set[str] = set()
+        self.jwks = JwksFetcher(self._jwks_changed)
+
+    def _jwks_changed(self) -> None:
+        self._changed.add("JWKS")
+        self._last_change = asyncio.get_running_loop().time()
+        self._dirty.set()
 
     def upsert(self, obj: Mapping[str, Any]) -> None:
         key = convert.object_key(obj)
@@ -149,7 +213,9 @@ class SnapshotBuilder:
         self.version += 1
         errors: list[str] = []
         snapshot = build_snapshot(self.objects, mesh=self.mesh, version=self.version,
-                                  changed=self._changed, errors=errors)  # fmt: skip
+                                  changed=self._changed, errors=errors,
+                                  jwks=self.jwks.documents)  # fmt: skip
+        self.jwks.want(jwks_uris(snapshot))
         for problem in errors:
             if problem not in self._reported:  # once per problem, not once per snapshot
                 log.warning("registry object skipped: %s", problem)
@@ -160,6 +226,12 @@ class SnapshotBuilder:
 
     async def run(self) -> None:
         """Publish a snapshot per burst of changes, forever (cancel to stop)."""
+        try:
+            await self._run()
+        finally:
+            self.jwks.stop()
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._dirty.wait()

@@ -2,9 +2,11 @@
 
 Per-service pieces (a service's outbound listener, cluster and load assignment) are memoised on
 exactly the inputs they depend on, so a snapshot in which one service changed rebuilds one
-service's pieces. Per type, the resources every proxy shares form one base set per snapshot;
-a proxy *shape* adds its own few (capture and inbound listeners, inbound clusters), so proxies
-that would get identical bytes share one object (and the ADS layer compares objects, not bytes).
+service's pieces. Per type, the outbound resources form one base set per *view*
+(`scoping.ProxyView`: what Sidecar scoping, exportTo and selectors make of a proxy; one view
+for every proxy when the snapshot has no such configuration); a proxy *shape* adds its own few
+(capture and inbound listeners, inbound clusters), so proxies that would get identical bytes
+share one object (and the ADS layer compares objects, not bytes).
 Each resource carries its encoded `Any` field ready to splice into a response, and each set its
 concatenation, so even a state-of-the-world response is a join of a few ready byte strings.
 """
@@ -12,13 +14,22 @@ concatenation, so even a state-of-the-world response is a join of a few ready by
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any, TypeVar
 
 from sidemesh.api.protowire import length_delimited
-from sidemesh.xds import cluster_policy, inbound, outbound, routes
+from sidemesh.xds import (
+    cluster_policy,
+    gateway,
+    inbound,
+    outbound,
+    routes,
+    scoping,
+    wildcard_listeners,
+)
 from sidemesh.xds.inbound import ProxyShape, proxy_shape
 from sidemesh.xds.model import Endpoint, MeshSnapshot, Service
 from sidemesh.xds.proxy import Bind, ProxyInfo
@@ -32,6 +43,7 @@ from sidemesh.xds.resource_names import (
 )
 
 K = TypeVar("K")
+log = logging.getLogger("sidemesh.xds.cache")
 
 TYPE_ORDER = (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER)  # push order
 
@@ -153,25 +165,35 @@ class ResourceCache:
         self._service_listeners = _Memo()
         self._clusters = _Memo()
         self._assignments = _Memo()
+        self._wildcard_listeners = _Memo()
+        # A shape's inbound listener and clusters: pure functions of it, kept across snapshots
+        # (rebuilding them for every shape on every push dominated a VirtualService change).
+        self._inbound = _Memo()
         self._static = [
             Resource.of(TYPE_CLUSTER, c.name, c.SerializeToString())
             for c in outbound.static_clusters()
         ]
         self._diffs: dict[tuple[TypedResources | None, TypedResources], Diff] = {}
+        self._gateway_problems: set[str] = set()  # logged once each
         self.snapshot = snapshot
         self._reset()
 
     def set_snapshot(self, snapshot: MeshSnapshot) -> None:
         self.snapshot = snapshot
-        for memo in (self._service_listeners, self._clusters, self._assignments):
+        for memo in (self._service_listeners, self._clusters, self._assignments,
+                     self._wildcard_listeners, self._inbound):  # fmt: skip
             memo.sweep()
         self._reset()
 
     def _reset(self) -> None:
-        self._by_shape: dict[ProxyShape, dict[str, TypedResources]] = {}
+        self._by_shape: dict[tuple[ProxyShape, scoping.ProxyView], dict[str, TypedResources]] = {}
         self._shapes: dict[ProxyInfo, ProxyShape] = {}
-        self._capture_listeners: dict[tuple[Bind, bool], Resource] = {}
-        self._shared: dict[str, TypedResources] = {}
+        self._views: dict[ProxyInfo, scoping.ProxyView] = {}
+        self._scopes: dict[scoping.ProxyView, scoping.Scope] = {}
+        self._facts = scoping.ScopingFacts.of(self.snapshot)
+        self._capture_listeners: dict[tuple[Bind, bool, bool], Resource] = {}
+        self._shared: dict[tuple[scoping.ProxyView, str], TypedResources] = {}
+        self._gateways: dict[ProxyInfo, dict[str, TypedResources]] = {}
         self._diffs.clear()
 
     def diff(self, old: TypedResources | None, new: TypedResources) -> Diff:
@@ -187,73 +209,122 @@ class ResourceCache:
             found = self._shapes[proxy] = proxy_shape(self.snapshot, proxy)
         return found
 
-    def resources_for(self, proxy: ProxyInfo) -> dict[str, TypedResources]:
-        shape = self.shape_of(proxy)
-        found = self._by_shape.get(shape)
+    def view_of(self, proxy: ProxyInfo) -> scoping.ProxyView:
+        found = self._views.get(proxy)
         if found is None:
-            found = self._by_shape[shape] = self._build(shape)
+            found = self._views[proxy] = scoping.view_of(self.snapshot, proxy, self._facts)
         return found
 
-    def _build(self, shape: ProxyShape) -> dict[str, TypedResources]:
-        inbound_listener = inbound.inbound_listener(shape, self.snapshot.trust_domain)
+    def scope_of(self, view: scoping.ProxyView) -> scoping.Scope:
+        found = self._scopes.get(view)
+        if found is None:
+            found = self._scopes[view] = scoping.Scope(self.snapshot, view)
+        return found
+
+    def resources_for(self, proxy: ProxyInfo) -> dict[str, TypedResources]:
+        if gateway.is_router(proxy):
+            return self._gateway_resources(proxy)
+        key = (self.shape_of(proxy), self.view_of(proxy))
+        found = self._by_shape.get(key)
+        if found is None:
+            found = self._by_shape[key] = self._build(*key)
+        return found
+
+    def _build(self, shape: ProxyShape, view: scoping.ProxyView) -> dict[str, TypedResources]:
+        scope = self.scope_of(view)
+        key = (shape, self.snapshot.trust_domain)
+        inbound_listener, inbound_clusters = self._inbound.get_or_build(
+            key, partial(_inbound_resources, shape, self.snapshot.trust_domain)
+        )
         listeners = TypedResources.extend(
-            self._shared_typed(TYPE_LISTENER, self._service_listener_resources),
-            [self._capture_listener(shape.outbound_bind, shape.transparent),
-             Resource.of(TYPE_LISTENER, VIRTUAL_INBOUND, inbound_listener.SerializeToString())],
+            self._shared_typed(scope, TYPE_LISTENER, self._listener_resources),
+            [self._capture_listener(shape.outbound_bind, shape.transparent, scope.registry_only),
+             inbound_listener],
         )  # fmt: skip
         clusters = TypedResources.extend(
-            self._shared_typed(TYPE_CLUSTER, self._outbound_clusters),
-            [Resource.of(TYPE_CLUSTER, c.name, c.SerializeToString())
-             for c in inbound.inbound_clusters(shape)],
-        )  # fmt: skip
-        endpoints = self._shared_typed(TYPE_ENDPOINT, self._load_assignments)
+            self._shared_typed(scope, TYPE_CLUSTER, self._outbound_clusters), inbound_clusters
+        )
+        endpoints = self._shared_typed(scope, TYPE_ENDPOINT, self._load_assignments)
         return {TYPE_LISTENER: listeners, TYPE_CLUSTER: clusters, TYPE_ENDPOINT: endpoints}
 
-    def _shared_typed(self, type_url: str, build: Callable[[], list[Resource]]) -> TypedResources:
-        found = self._shared.get(type_url)
+    def _gateway_resources(self, proxy: ProxyInfo) -> dict[str, TypedResources]:
+        """A gateway (router): listeners of its own (`xds.gateway`), the mesh's clusters."""
+        found = self._gateways.get(proxy)
         if found is None:
-            found = self._shared[type_url] = TypedResources.of(type_url, build())
+            scope = self.scope_of(gateway.without_sidecar(self.view_of(proxy)))
+            plan = gateway.plan_gateway(self.snapshot, proxy)
+            for problem in plan.skipped:
+                if problem not in self._gateway_problems:
+                    log.warning("gateway %s/%s: %s", proxy.namespace, proxy.pod_name, problem)
+                    self._gateway_problems.add(problem)
+            listeners = [Resource.of(TYPE_LISTENER, listener.name, listener.SerializeToString())
+                         for listener in gateway.gateway_listeners(self.snapshot, proxy, plan)]
+            found = self._gateways[proxy] = {
+                TYPE_LISTENER: TypedResources.of(TYPE_LISTENER, listeners),
+                TYPE_CLUSTER: self._shared_typed(scope, TYPE_CLUSTER, self._outbound_clusters),
+                TYPE_ENDPOINT: self._shared_typed(scope, TYPE_ENDPOINT, self._load_assignments),
+            }  # fmt: skip
         return found
 
-    def _capture_listener(self, bind: Bind, transparent: bool) -> Resource:
-        found = self._capture_listeners.get((bind, transparent))
+    def _shared_typed(
+        self,
+        scope: scoping.Scope,
+        type_url: str,
+        build: Callable[[scoping.Scope], list[Resource]],
+    ) -> TypedResources:
+        key = (scope.view, type_url)
+        found = self._shared.get(key)
+        if found is None:
+            found = self._shared[key] = TypedResources.of(type_url, build(scope))
+        return found
+
+    def _capture_listener(self, bind: Bind, transparent: bool, registry_only: bool) -> Resource:
+        key = (bind, transparent, registry_only)
+        found = self._capture_listeners.get(key)
         if found is None:
             listener = outbound.virtual_outbound_listener(
-                bind,
-                registry_only=self.snapshot.outbound_policy == "REGISTRY_ONLY",
-                transparent=transparent,
+                bind, registry_only=registry_only, transparent=transparent
             )
-            found = self._capture_listeners[(bind, transparent)] = Resource.of(
+            found = self._capture_listeners[key] = Resource.of(
                 TYPE_LISTENER, VIRTUAL_OUTBOUND, listener.SerializeToString()
             )
         return found
 
-    def _service_listener_resources(self) -> list[Resource]:
+    def _listener_resources(self, scope: scoping.Scope) -> list[Resource]:
         resources = []
-        for service, port in outbound.outbound_services(self.snapshot):
-            key = routes.listener_routes(self.snapshot, service, port)
+        for service, port in outbound.outbound_services(scope):
+            key = routes.listener_routes(scope, service, port)
             build = partial(_service_listener_resource, service, port, key)
             resources.append(self._service_listeners.get_or_build((service, port, key), build))
+        registry_only = scope.registry_only
+        for port, hosts in sorted(wildcard_listeners.wildcard_hosts(scope).items()):
+            wildcard_key = (port, tuple(hosts), registry_only)
+            build = partial(_wildcard_listener_resource, port, tuple(hosts), registry_only)
+            resources.append(self._wildcard_listeners.get_or_build(wildcard_key, build))
         return resources
 
-    def _outbound_clusters(self) -> list[Resource]:
+    def _outbound_clusters(self, scope: scoping.Scope) -> list[Resource]:
         snapshot = self.snapshot
         resources = [*self._static]
-        for service in sorted(snapshot.services):
+        for service in scope.services:
             sans = outbound.peer_identities(snapshot, service)
             for port in service.ports:
-                for plan in cluster_policy.cluster_plans(snapshot, service, port.port):
-                    build = partial(_cluster_resource, service, port.port, sans, plan)
-                    key = (service, port.port, sans, plan)
+                for plan in cluster_policy.cluster_plans(scope, service, port.port):
+                    dns = () if outbound.uses_eds(service) else outbound.cluster_endpoints(
+                        snapshot, service, port.port, plan.labels)  # fmt: skip
+                    build = partial(_cluster_resource, service, port.port, sans, plan, dns)
+                    key = (service, port.port, sans, plan, dns)
                     resources.append(self._clusters.get_or_build(key, build))
         return resources
 
-    def _load_assignments(self) -> list[Resource]:
+    def _load_assignments(self, scope: scoping.Scope) -> list[Resource]:
         snapshot = self.snapshot
         resources = []
-        for service in sorted(snapshot.services):
+        for service in scope.services:
+            if not outbound.uses_eds(service):
+                continue
             for port in service.ports:
-                for plan in cluster_policy.cluster_plans(snapshot, service, port.port):
+                for plan in cluster_policy.cluster_plans(scope, service, port.port):
                     name = subset_cluster_name(port.port, plan.subset, service.hostname)
                     endpoints = outbound.cluster_endpoints(
                         snapshot, service, port.port, plan.labels
@@ -273,8 +344,26 @@ def _assignment_resource(name: str, endpoints: tuple[tuple[Endpoint, bool], ...]
     return Resource.of(TYPE_ENDPOINT, name, assignment.SerializeToString())
 
 
-def _cluster_resource(
-    service: Service, port: int, sans: tuple[str, ...], plan: cluster_policy.ClusterPlan
+def _inbound_resources(shape: ProxyShape, trust_domain: str) -> tuple[Resource, list[Resource]]:
+    listener = inbound.inbound_listener(shape, trust_domain)
+    clusters = [Resource.of(TYPE_CLUSTER, c.name, c.SerializeToString())
+                for c in inbound.inbound_clusters(shape)]  # fmt: skip
+    return Resource.of(TYPE_LISTENER, VIRTUAL_INBOUND, listener.SerializeToString()), clusters
+
+
+def _wildcard_listener_resource(
+    port: int, hosts: tuple[wildcard_listeners.WildcardHost, ...], registry_only: bool
 ) -> Resource:
-    cluster = outbound.outbound_cluster(service, port, sans, plan)
+    listener = wildcard_listeners.wildcard_listener(port, hosts, registry_only=registry_only)
+    return Resource.of(TYPE_LISTENER, listener.name, listener.SerializeToString())
+
+
+def _cluster_resource(
+    service: Service,
+    port: int,
+    sans: tuple[str, ...],
+    plan: cluster_policy.ClusterPlan,
+    dns: tuple[tuple[Endpoint, bool], ...],
+) -> Resource:
+    cluster = outbound.outbound_cluster(service, port, sans, plan, dns)
     return Resource.of(TYPE_CLUSTER, cluster.name, cluster.SerializeToString())

@@ -17,13 +17,16 @@ from typing import Any
 import orjson
 
 from sidemesh.api.networking.destination_rule import (
+    ClientTLS,
     ConnectionPool,
+    ConsistentHash,
     LoadBalancer,
     OutlierDetection,
     TrafficPolicy,
 )
 from sidemesh.xds.envoy_json import canonical, duration
-from sidemesh.xds.model import MeshSnapshot, Service
+from sidemesh.xds.model import Service
+from sidemesh.xds.scoping import Scope
 
 MAX_UINT32 = 4294967295
 LB_POLICIES = {
@@ -53,8 +56,8 @@ class ClusterPlan:
 DEFAULT_PLAN = ClusterPlan()
 
 
-def cluster_plans(snapshot: MeshSnapshot, service: Service, port: int) -> tuple[ClusterPlan, ...]:
-    rule = snapshot.destination_rule_for(service)
+def cluster_plans(scope: Scope, service: Service, port: int) -> tuple[ClusterPlan, ...]:
+    rule = scope.destination_rule_for(service)
     if rule is None:
         return (DEFAULT_PLAN,)
     top = _port_policy(rule.spec.traffic_policy, port)
@@ -67,6 +70,42 @@ def cluster_plans(snapshot: MeshSnapshot, service: Service, port: int) -> tuple[
     return tuple(plans)
 
 
+def consistent_hash(
+    scope: Scope, service: Service, port: int, subset: str = ""
+) -> ConsistentHash | None:
+    """The consistentHash load balancer of one cluster (a subset's overrides the rule's, a
+    port's the rule's), whose hash policy the routes to that cluster carry."""
+    rule = scope.destination_rule_for(service)
+    if rule is None:
+        return None
+    policy = _port_policy(rule.spec.traffic_policy, port)
+    for candidate in rule.spec.subsets:
+        if subset and candidate.name == subset:
+            balancer = _port_policy(candidate.traffic_policy, port).get("load_balancer")
+            if balancer is not None:
+                policy["load_balancer"] = balancer
+    chosen: LoadBalancer | None = policy.get("load_balancer")
+    return chosen.consistent_hash if chosen is not None else None
+
+
+def hash_policy(found: ConsistentHash) -> list[dict[str, Any]]:
+    """Envoy's route hash policy for Istio's consistentHash key."""
+    if found.http_header_name:
+        return [{"header": {"header_name": found.http_header_name}}]
+    if found.http_cookie is not None:
+        cookie: dict[str, Any] = {"name": found.http_cookie.name}
+        if found.http_cookie.path:
+            cookie["path"] = found.http_cookie.path
+        if found.http_cookie.ttl:
+            cookie["ttl"] = duration(found.http_cookie.ttl)
+        return [{"cookie": cookie}]
+    if found.http_query_parameter_name:
+        return [{"query_parameter": {"name": found.http_query_parameter_name}}]
+    if found.use_source_ip:
+        return [{"connection_properties": {"source_ip": True}}]
+    return []
+
+
 def _port_policy(policy: TrafficPolicy | None, port: int) -> dict[str, Any]:
     """The policy pieces for one port: top-level, overridden field by field by the
     portLevelSettings entry of that port (Istio's precedence)."""
@@ -76,6 +115,7 @@ def _port_policy(policy: TrafficPolicy | None, port: int) -> dict[str, Any]:
         "load_balancer": policy.load_balancer,
         "connection_pool": policy.connection_pool,
         "outlier_detection": policy.outlier_detection,
+        "tls": policy.tls,
     }
     for level in policy.port_level_settings:
         if level.port is not None and level.port.number == port:
@@ -91,13 +131,48 @@ def _fields(policy: Mapping[str, Any]) -> str:
     balancer: LoadBalancer | None = policy.get("load_balancer")
     if balancer is not None and balancer.simple in LB_POLICIES:
         fields["lb_policy"] = LB_POLICIES[balancer.simple]
+    elif balancer is not None and balancer.consistent_hash is not None:
+        fields.update(consistent_hash_fields(balancer.consistent_hash))
     pool: ConnectionPool | None = policy.get("connection_pool")
     if pool is not None:
         fields.update(connection_pool_fields(pool))
     outlier: OutlierDetection | None = policy.get("outlier_detection")
     if outlier is not None:
         fields.update(outlier_fields(outlier))
+    tls: ClientTLS | None = policy.get("tls")
+    if tls is not None and tls.mode is not None:
+        fields[UPSTREAM_TLS] = upstream_tls_settings(tls)
     return canonical(fields) if fields else ""
+
+
+# Not an Envoy field: the DestinationRule's client TLS settings, which `outbound` turns into
+# the cluster's transport socket (it knows the peers' identities and the host).
+UPSTREAM_TLS = "upstream_tls"
+
+
+def upstream_tls_settings(tls: ClientTLS) -> dict[str, Any]:
+    settings: dict[str, Any] = {"mode": tls.mode}
+    for key, value in (("sni", tls.sni), ("ca_certificates", tls.ca_certificates),
+                       ("client_certificate", tls.client_certificate),
+                       ("private_key", tls.private_key)):  # fmt: skip
+        if value:
+            settings[key] = value
+    if tls.subject_alt_names:
+        settings["subject_alt_names"] = list(tls.subject_alt_names)
+    if tls.insecure_skip_verify:
+        settings["insecure_skip_verify"] = True
+    return settings
+
+
+def consistent_hash_fields(found: ConsistentHash) -> dict[str, Any]:
+    """Ring hash (Istio's default for consistentHash) or Maglev, with their sizes."""
+    if found.maglev is not None:
+        config = {"table_size": found.maglev.table_size} if found.maglev.table_size else {}
+        return {"lb_policy": "MAGLEV", "maglev_lb_config": config}
+    size = found.ring_hash.minimum_ring_size if found.ring_hash is not None else None
+    size = size or found.minimum_ring_size
+    config = {"minimum_ring_size": size} if size else {}
+    return {"lb_policy": "RING_HASH", "ring_hash_lb_config": config}
 
 
 def connection_pool_fields(pool: ConnectionPool) -> dict[str, Any]:

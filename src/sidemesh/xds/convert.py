@@ -17,6 +17,7 @@ from sidemesh.xds.model import Endpoint, MtlsMode, PeerAuthentication, Service, 
 from sidemesh.xds.model import port_protocol as protocol_of
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
 MODES: Mapping[str, MtlsMode | None] = {
     "STRICT": "STRICT", "PERMISSIVE": "PERMISSIVE", "DISABLE": "DISABLE", "UNSET": None,
 }  # fmt: skip
@@ -67,7 +68,11 @@ def service(obj: Mapping[str, Any], domain: str = "cluster.local") -> Service:
         ))  # fmt: skip
     cluster_ip = spec.get("clusterIP")
     vip = None if cluster_ip in (None, "", "None") else str(cluster_ip)
-    return Service(namespace, name, vip, tuple(sorted(ports)), domain)
+    # Istio's annotation: the namespaces that see the service ("." its own, "*" every one).
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    export_to = tuple(sorted({part.strip() for part in str(
+        annotations.get(EXPORT_TO_ANNOTATION) or "").split(",") if part.strip()}))  # fmt: skip
+    return Service(namespace, name, vip, tuple(sorted(ports)), domain, export_to=export_to)
 
 
 def peer_authentication(

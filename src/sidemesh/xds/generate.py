@@ -16,7 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sidemesh.xds import cluster_policy, inbound, outbound, routes
+from sidemesh.xds import (
+    cluster_policy,
+    gateway,
+    inbound,
+    outbound,
+    routes,
+    scoping,
+    wildcard_listeners,
+)
 from sidemesh.xds.inbound import ProxyShape as ProxyShape
 from sidemesh.xds.inbound import proxy_shape as proxy_shape
 from sidemesh.xds.model import MeshSnapshot
@@ -39,33 +47,57 @@ class GeneratedResources:
 def generate(snapshot: MeshSnapshot, proxy: ProxyInfo) -> GeneratedResources:
     """All resources for one proxy, uncached (the reference `cache.py` must agree with)."""
     shape = proxy_shape(snapshot, proxy)
+    view = scoping.view_of(snapshot, proxy)
+    if gateway.is_router(proxy):
+        view = gateway.without_sidecar(view)
+    scope = scoping.Scope(snapshot, view)  # what this proxy sees
     capture = outbound.virtual_outbound_listener(
         shape.outbound_bind,
-        registry_only=snapshot.outbound_policy == "REGISTRY_ONLY",
+        registry_only=scope.registry_only,
         transparent=shape.transparent,
     )
     per_service = [
-        outbound.service_listener(s, p, routes.listener_routes(snapshot, s, p))
-        for s, p in outbound.outbound_services(snapshot)
+        outbound.service_listener(s, p, routes.listener_routes(scope, s, p))
+        for s, p in outbound.outbound_services(scope)
     ]
-    services = sorted(snapshot.services)
+    per_port = [
+        wildcard_listeners.wildcard_listener(port, hosts, registry_only=scope.registry_only)
+        for port, hosts in sorted(wildcard_listeners.wildcard_hosts(scope).items())
+    ]
+    services = scope.services
     clusters = [
-        outbound.outbound_cluster(s, p.port, outbound.peer_identities(snapshot, s), plan)
+        outbound.outbound_cluster(
+            s, p.port, outbound.peer_identities(snapshot, s), plan,
+            () if outbound.uses_eds(s) else outbound.cluster_endpoints(snapshot, s, p.port,
+                                                                       plan.labels),
+        )
         for s in services
         for p in s.ports
-        for plan in cluster_policy.cluster_plans(snapshot, s, p.port)
-    ]
+        for plan in cluster_policy.cluster_plans(scope, s, p.port)
+    ]  # fmt: skip
     assignments = [
         outbound.load_assignment(
             subset_cluster_name(p.port, plan.subset, s.hostname),
             outbound.cluster_endpoints(snapshot, s, p.port, plan.labels),
         )
         for s in services
+        if outbound.uses_eds(s)
         for p in s.ports
-        for plan in cluster_policy.cluster_plans(snapshot, s, p.port)
+        for plan in cluster_policy.cluster_plans(scope, s, p.port)
     ]
+    if gateway.is_router(proxy):  # a gateway: its Gateways' listeners, the mesh's clusters
+        return GeneratedResources(
+            listeners=tuple(gateway.gateway_listeners(snapshot, proxy)),
+            clusters=(*clusters, *outbound.static_clusters()),
+            load_assignments=tuple(assignments),
+        )
     return GeneratedResources(
-        listeners=(capture, inbound.inbound_listener(shape, snapshot.trust_domain), *per_service),
+        listeners=(
+            capture,
+            inbound.inbound_listener(shape, snapshot.trust_domain),
+            *per_service,
+            *per_port,
+        ),
         clusters=(*clusters, *outbound.static_clusters(), *inbound.inbound_clusters(shape)),
         load_assignments=tuple(assignments),
     )

@@ -2,7 +2,10 @@
 
 `virtualInbound` (15006) has, per port the workload serves, a TLS chain (SDS `default` +
 `ROOTCA`, client certificate required; XFCC carries the caller's SPIFFE id to the app) and in
-PERMISSIVE a plaintext chain too; the app is reached on 127.0.0.1:<port>.
+PERMISSIVE a plaintext chain too; the app is reached on 127.0.0.1:<port>. Every chain carries
+the workload's request policy (`inbound_policy`): jwt_authn + HTTP RBAC before the router on
+HTTP chains, network RBAC before tcp_proxy on TCP ones (the passthrough chain included, so an
+undeclared port is no way around a policy).
 """
 
 # mypy: disable-error-code="import-untyped"
@@ -29,9 +32,17 @@ from sidemesh.xds.envoy_json import (
     tcp_proxy,
     typed,
 )
+from sidemesh.xds.inbound_policy import NO_POLICY, InboundPolicy, inbound_policy
 from sidemesh.xds.model import MeshSnapshot, MtlsMode, Protocol, is_http
 from sidemesh.xds.proxy import Bind, ProxyInfo
 from sidemesh.xds.resource_names import INBOUND_PASSTHROUGH, VIRTUAL_INBOUND, inbound_cluster_name
+from sidemesh.xds.telemetry import NO_PLAN, inbound_http, inbound_tcp
+from sidemesh.xds.telemetry_policy import (
+    DEFAULT_POLICY,
+    SidePlan,
+    TelemetryPolicy,
+    telemetry_policy,
+)
 
 # Pre-1.10 Istio forwarding: the app is reached on loopback. Chosen because it works the same
 # in every runtime we have: with iptables capture (the proxy's uid is exempt, loopback is not
@@ -45,6 +56,7 @@ class InboundPort:
     port: int
     protocol: Protocol
     mode: MtlsMode
+    service: str = ""  # the hostname of the service the port serves (telemetry labels)
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,8 @@ class ProxyShape:
     outbound_bind: Bind
     inbound_bind: Bind
     transparent: bool = False  # TPROXY interception: virtual listeners are IP_TRANSPARENT
+    policy: InboundPolicy = NO_POLICY  # AuthorizationPolicy / RequestAuthentication filters
+    telemetry: TelemetryPolicy = DEFAULT_POLICY  # access logs, tracing, metric overrides
 
 
 def proxy_shape(snapshot: MeshSnapshot, proxy: ProxyInfo) -> ProxyShape:
@@ -68,31 +82,47 @@ def proxy_shape(snapshot: MeshSnapshot, proxy: ProxyInfo) -> ProxyShape:
         if service_port is None or endpoint.port in ports:
             continue  # first service wins a shared target port
         mode = snapshot.mtls_mode(proxy.namespace, labels, endpoint.port)
-        ports[endpoint.port] = InboundPort(endpoint.port, service_port.protocol, mode)
+        ports[endpoint.port] = InboundPort(endpoint.port, service_port.protocol, mode,
+                                           service.hostname)  # fmt: skip
     return ProxyShape(
         inbound=tuple(sorted(ports.values())),
         default_mode=snapshot.mtls_mode(proxy.namespace, labels, None),
         outbound_bind=proxy.outbound_bind,
         inbound_bind=proxy.inbound_bind,
         transparent=proxy.interception_mode == "TPROXY",
+        policy=inbound_policy(snapshot, proxy.namespace, labels),
+        telemetry=telemetry_policy(snapshot, proxy.namespace, labels),
     )
 
 
 def _inbound_chains(
-    port: int | None, protocol: Protocol, mode: MtlsMode, trust_domain: str
+    port: int | None,
+    protocol: Protocol,
+    mode: MtlsMode,
+    trust_domain: str,
+    policy: InboundPolicy = NO_POLICY,
+    service: str = "",
+    telemetry: SidePlan = NO_PLAN,
 ) -> list[dict[str, Any]]:
     cluster = inbound_cluster_name(port) if port is not None else INBOUND_PASSTHROUGH
 
     def filters(tls: bool) -> list[dict[str, Any]]:
         if not is_http(protocol):
-            return [tcp_proxy(cluster)]
+            return [
+                *policy.network(),
+                inbound_tcp(tcp_proxy(cluster), service=service, tls=tls, plan=telemetry),
+            ]
         # Over mTLS the app learns the caller's SPIFFE id; plaintext callers cannot forge it.
         xfcc: dict[str, Any] = (
             {"forward_client_cert_details": "APPEND_FORWARD",
              "set_current_client_cert_details": {"uri": True}}
             if tls else {"forward_client_cert_details": "SANITIZE"}
         )  # fmt: skip
-        return [http_connection_manager(cluster, [(["*"], cluster)], **xfcc)]
+        # Istio's default path normalization (BASE, RFC 3986): `/a/../admin` is `/admin` to
+        # the RBAC path rules and to the app alike, so it cannot slip past a DENY.
+        manager = http_connection_manager(cluster, [(["*"], cluster)], filters=policy.http(),
+                                          normalize_path=True, **xfcc)  # fmt: skip
+        return [inbound_http(manager, protocol, service=service, tls=tls, plan=telemetry)]
 
     match: dict[str, Any] = {"destination_port": port} if port is not None else {}
     downstream_tls = typed(
@@ -126,8 +156,11 @@ def _inbound_chains(
 def inbound_listener(shape: ProxyShape, trust_domain: str) -> Any:
     chains = []
     for inbound in shape.inbound:
-        chains += _inbound_chains(inbound.port, inbound.protocol, inbound.mode, trust_domain)
-    chains += _inbound_chains(None, "TCP", shape.default_mode, trust_domain)
+        chains += _inbound_chains(inbound.port, inbound.protocol, inbound.mode, trust_domain,
+                                  shape.policy, inbound.service,
+                                  shape.telemetry.server)  # fmt: skip
+    chains += _inbound_chains(None, "TCP", shape.default_mode, trust_domain, shape.policy,
+                              telemetry=shape.telemetry.server)  # fmt: skip
     listener: dict[str, Any] = {
         "name": VIRTUAL_INBOUND,
         "address": socket_address(shape.inbound_bind.address, shape.inbound_bind.port),

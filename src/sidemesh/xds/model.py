@@ -10,16 +10,30 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from sidemesh.api import names
+from sidemesh.api.telemetry.mesh import MeshTelemetry
 
 if TYPE_CHECKING:  # the models load with the registries; readers of the model need not
-    from sidemesh.api.networking import DestinationRule, Resource, VirtualService
+    from sidemesh.api.networking import (
+        DestinationRule,
+        Gateway,
+        Resource,
+        ServiceEntry,
+        Sidecar,
+        VirtualService,
+    )
+    from sidemesh.api.security import AuthorizationPolicy, RequestAuthentication
+    from sidemesh.api.telemetry import Telemetry
+    from sidemesh.xds.credentials import TlsCredential
 
 Protocol = Literal["HTTP", "HTTP2", "GRPC", "TCP"]
 MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
 OutboundPolicy = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
+# How a service's endpoints are found: EDS (a Kubernetes Service, a ServiceEntry's STATIC
+# endpoints), DNS by Envoy, or NONE (the caller's original destination).
+Resolution = Literal["EDS", "DNS", "DNS_ROUND_ROBIN", "NONE"]
 
 # Istio's port-name prefixes (`<protocol>[-<suffix>]`) and appProtocol values. TLS-ish and
 # database protocols are proxied as opaque TCP; unknown ones too (Istio would sniff them).
@@ -62,10 +76,14 @@ class Service:
     vip: str | None  # None for headless services
     ports: tuple[ServicePort, ...]
     domain: str = "cluster.local"
+    # A ServiceEntry host (`api.example.com`, `*.example.com`); "" for a Kubernetes Service.
+    host: str = ""
+    resolution: Resolution = "EDS"
+    export_to: tuple[str, ...] = ()  # ServiceEntry exportTo; () is everywhere
 
     @property
     def hostname(self) -> str:
-        return f"{self.name}.{self.namespace}.svc.{self.domain}"
+        return self.host or f"{self.name}.{self.namespace}.svc.{self.domain}"
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)
@@ -119,6 +137,24 @@ class MeshSnapshot:
     # Validated networking.istio.io objects, by (namespace, name); never re-validated here.
     virtual_services: tuple[Resource[VirtualService], ...] = ()
     destination_rules: tuple[Resource[DestinationRule], ...] = ()
+    # Kept for per-proxy views (`xds.scoping`); ServiceEntry hosts are also in `services`.
+    service_entries: tuple[Resource[ServiceEntry], ...] = ()
+    sidecars: tuple[Resource[Sidecar], ...] = ()
+    # Gateways (`xds.gateway`) and the TLS Secrets their servers name, by (namespace, name).
+    gateways: tuple[Resource[Gateway], ...] = ()
+    credentials: Mapping[tuple[str, str], TlsCredential] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    # Validated security.istio.io policies (api.security.validate), by (namespace, name).
+    authorization_policies: tuple[Resource[AuthorizationPolicy], ...] = ()
+    request_authentications: tuple[Resource[RequestAuthentication], ...] = ()
+    # Invalid AuthorizationPolicies as DENY-everything stand-ins (`security.deny_all_stand_in`).
+    failed_authorization_policies: tuple[Resource[AuthorizationPolicy], ...] = ()
+    # jwksUri → the JWKS document the control plane fetched for it (absent: not available).
+    jwks: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Validated telemetry.istio.io Telemetries and MeshConfig's telemetry (xds.telemetry_policy).
+    telemetries: tuple[Resource[Telemetry], ...] = ()
+    mesh_telemetry: MeshTelemetry = field(default_factory=MeshTelemetry)
     outbound_policy: OutboundPolicy = "ALLOW_ANY"
     trust_domain: str = names.TRUST_DOMAIN
     root_namespace: str = names.CONTROL_PLANE_NAMESPACE
@@ -136,62 +172,6 @@ class MeshSnapshot:
             for endpoint in self.endpoints.get(service.hostname, ()):
                 found.setdefault(endpoint.address, []).append((service, endpoint))
         return {address: tuple(pairs) for address, pairs in found.items()}
-
-    @cached_property
-    def _virtual_services_by_host(self) -> Mapping[str, tuple[Resource[VirtualService], ...]]:
-        from sidemesh.api.networking.virtual_service import MESH_GATEWAY
-
-        found: dict[str, list[Resource[VirtualService]]] = {}
-        for resource in self.virtual_services:
-            spec = resource.spec
-            if spec.gateways and MESH_GATEWAY not in spec.gateways:
-                continue  # bound to gateways only: not the sidecars' business
-            for host in spec.hosts:
-                found.setdefault(resolve_host(host, resource.namespace), []).append(resource)
-        return {host: tuple(found[host]) for host in found}
-
-    def virtual_service_for(self, hostname: str) -> Resource[VirtualService] | None:
-        """The VirtualService routing `hostname` from sidecars. Istio does not merge several
-        for one host outside gateways: the first one wins (we take the first by
-        namespace/name; Istio the oldest)."""
-        found = self._virtual_services_by_host.get(hostname, ())
-        return found[0] if found else None
-
-    def destination_rule_for(self, service: Service) -> Resource[DestinationRule] | None:
-        """The DestinationRule for a service's host: exact host before wildcard, the service's
-        own namespace, then the root namespace, then any other (Istio's lookup, as seen by a
-        proxy in none of them: outbound resources are shared by every proxy today)."""
-        exact, wildcards = self._destination_rules_by_host
-        candidates = exact.get(service.hostname, [])
-        if not candidates:
-            candidates = [(h, r) for h, r in wildcards if service.hostname.endswith(h[1:])]
-        if not candidates:
-            return None
-
-        def rank(candidate: tuple[str, Resource[DestinationRule]]) -> tuple[Any, ...]:
-            host, rule = candidate
-            return (rule.namespace != service.namespace, rule.namespace != self.root_namespace,
-                    -len(host), rule.namespace, rule.name)  # fmt: skip
-
-        return min(candidates, key=rank)[1]
-
-    @cached_property
-    def _destination_rules_by_host(self) -> tuple[
-        Mapping[str, list[tuple[str, Resource[DestinationRule]]]],
-        list[tuple[str, Resource[DestinationRule]]],
-    ]:  # fmt: skip
-        """Exact hosts indexed, wildcard ones (`*.example.com`) listed."""
-        exact: dict[str, list[tuple[str, Resource[DestinationRule]]]] = {}
-        wildcards: list[tuple[str, Resource[DestinationRule]]] = []
-        for rule in self.destination_rules:
-            if rule.spec.workload_selector is not None:
-                continue  # applies to selected workloads only: needs per-proxy views
-            host = resolve_host(rule.spec.host, rule.namespace)
-            if host.startswith("*"):
-                wildcards.append((host, rule))
-            else:
-                exact.setdefault(host, []).append((host, rule))
-        return exact, wildcards
 
     def endpoints_for(self, hostname: str, service_port: int) -> tuple[Endpoint, ...]:
         return tuple(e for e in self.endpoints.get(hostname, ()) if e.service_port == service_port)

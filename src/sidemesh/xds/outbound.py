@@ -23,6 +23,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401  (registers type)
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401  (registers type)
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
 )
@@ -34,10 +35,11 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from google.protobuf import json_format
 
 from sidemesh.security.identity import SpiffeId
-from sidemesh.xds.cluster_policy import DEFAULT_PLAN, ClusterPlan
+from sidemesh.xds.cluster_policy import DEFAULT_PLAN, UPSTREAM_TLS, ClusterPlan
 from sidemesh.xds.envoy_json import (
     CONNECT_TIMEOUT,
     ORIGINAL_DST,
+    TLS_INSPECTOR,
     TLS_MODE_ISTIO,
     TLS_MODE_KEY,
     common_tls_context,
@@ -59,6 +61,15 @@ from sidemesh.xds.resource_names import (
     subset_cluster_name,
 )
 from sidemesh.xds.routes import FAULT_FILTER
+from sidemesh.xds.scoping import Scope
+from sidemesh.xds.telemetry import (
+    NO_PLAN,
+    cluster_metadata,
+    endpoint_metadata,
+    outbound_http,
+    outbound_tcp,
+)
+from sidemesh.xds.telemetry_policy import SidePlan
 
 INBOUND_PASSTHROUGH_SOURCE = "127.0.0.6"
 
@@ -85,10 +96,13 @@ def virtual_outbound_listener(bind: Bind, *, registry_only: bool, transparent: b
     return json_format.ParseDict(listener, listener_pb2.Listener())
 
 
-def service_listener(service: Service, port: int, routes: str = "") -> Any:
+def service_listener(
+    service: Service, port: int, routes: str = "", telemetry: SidePlan = NO_PLAN
+) -> Any:
     """The listener for traffic to one service VIP:port, handed over by `virtualOutbound`;
     `routes` is the canonical JSON of its VirtualService's routes (`routes.http_routes`),
-    "" for the default route."""
+    "" for the default route; `telemetry`: the client side's access logs, tracing and metric
+    overrides (`xds.telemetry_policy`)."""
     service_port = service.port(port)
     assert service_port is not None and service.vip is not None
     cluster = outbound_cluster_name(port, service.hostname)
@@ -105,21 +119,32 @@ def service_listener(service: Service, port: int, routes: str = "") -> Any:
         filters = [http_connection_manager(cluster, [(["*"], cluster)])]
     else:
         filters = [tcp_proxy(cluster)]
-    listener = {
+    filters = [
+        outbound_http(filters[0], service_port.protocol, telemetry)
+        if is_http(service_port.protocol)
+        else outbound_tcp(filters[0], telemetry)
+    ]
+    chains: list[dict[str, Any]] = [{"name": cluster, "filters": filters}]
+    if not is_http(service_port.protocol) and routes:  # a VirtualService's tls/tcp rules
+        chains = [{**chain, "filters": [outbound_tcp(chain["filters"][0], telemetry)]}
+                  for chain in orjson.loads(routes)]  # fmt: skip
+    listener: dict[str, Any] = {
         "name": service_listener_name(service.vip, port),
         "address": socket_address(service.vip, port),
         "bind_to_port": False,
         "traffic_direction": "OUTBOUND",
-        "filter_chains": [{"name": cluster, "filters": filters}],
+        "filter_chains": chains,
     }
+    if any("filter_chain_match" in chain for chain in chains):
+        listener["listener_filters"] = [TLS_INSPECTOR]  # SNI for the `tls` rules' chains
     return json_format.ParseDict(listener, listener_pb2.Listener())
 
 
-def outbound_services(snapshot: MeshSnapshot) -> list[tuple[Service, int]]:
+def outbound_services(scope: Scope) -> list[tuple[Service, int]]:
     """(service, port) pairs that get a listener: VIP services, first owner of a VIP:port."""
     seen: set[tuple[str, int]] = set()
     pairs = []
-    for service in sorted(snapshot.services):
+    for service in scope.services:
         if not service.vip:
             continue
         for service_port in service.ports:
@@ -139,10 +164,16 @@ def peer_identities(snapshot: MeshSnapshot, service: Service) -> tuple[str, ...]
 
 
 def outbound_cluster(
-    service: Service, port: int, peer_sans: tuple[str, ...], plan: ClusterPlan = DEFAULT_PLAN
+    service: Service,
+    port: int,
+    peer_sans: tuple[str, ...],
+    plan: ClusterPlan = DEFAULT_PLAN,
+    dns_endpoints: Sequence[tuple[Endpoint, bool]] = (),
 ) -> Any:
     """A service port's cluster, or one of its subsets' (`plan`), with the DestinationRule's
-    fields (circuit breakers, outlier detection, load balancing, HTTP options)."""
+    fields (circuit breakers, outlier detection, load balancing, HTTP options). A ServiceEntry
+    resolved by DNS carries its endpoints (`dns_endpoints`, names Envoy resolves) inline; one
+    with resolution NONE forwards to the original destination."""
     service_port = service.port(port)
     assert service_port is not None
     name = subset_cluster_name(port, plan.subset, service.hostname)
@@ -181,14 +212,71 @@ def outbound_cluster(
             },
         ],
     }  # fmt: skip
+    cluster["metadata"] = cluster_metadata(service.hostname)
     fields = plan.cluster_fields
     common = fields.pop("common_http_protocol_options", None)
+    tls_settings = fields.pop(UPSTREAM_TLS, None)
     cluster.update(fields)
+    if tls_settings is not None:  # the DestinationRule's TLS replaces auto mTLS
+        del cluster["transport_socket_matches"]
+        socket = destination_rule_tls(tls_settings, upstream_tls, service, port)
+        if socket is not None:
+            cluster["transport_socket"] = socket
+    if service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+        del cluster["eds_cluster_config"]
+        cluster["type"] = "STRICT_DNS" if service.resolution == "DNS" else "LOGICAL_DNS"
+        cluster["dns_lookup_family"] = "V4_ONLY"
+        cluster["load_assignment"] = load_assignment_dict(name, dns_endpoints)
+    elif service.resolution == "NONE":
+        del cluster["eds_cluster_config"]
+        cluster["type"] = "ORIGINAL_DST"
+        cluster["lb_policy"] = "CLUSTER_PROVIDED"  # the only one Envoy allows for it
     if service_port.protocol in ("HTTP2", "GRPC"):
         cluster["typed_extension_protocol_options"] = http2_protocol_options(common)
     elif common and is_http(service_port.protocol):
         cluster["typed_extension_protocol_options"] = http2_protocol_options(common, http1=True)
     return json_format.ParseDict(cluster, cluster_pb2.Cluster())
+
+
+def destination_rule_tls(
+    settings: dict[str, Any], istio_tls: dict[str, Any], service: Service, port: int
+) -> dict[str, Any] | None:
+    """A DestinationRule's `tls` as the cluster's one transport socket: DISABLE → none
+    (plaintext, even to sidecars); ISTIO_MUTUAL → the mesh's mTLS to every endpoint; SIMPLE /
+    MUTUAL → TLS originated by the sidecar, trusting `caCertificates` and presenting the
+    client certificate files (MUTUAL), with `sni` (else the host) and `subjectAltNames`."""
+    mode = settings["mode"]
+    names = settings.get("subject_alt_names") or []
+    if mode == "DISABLE":
+        return None
+    if mode == "ISTIO_MUTUAL":
+        context = dict(istio_tls)
+        if "sni" in settings:
+            context["sni"] = settings["sni"]
+        if names:
+            context["common_tls_context"] = common_tls_context(
+                [{"san_type": "URI", "matcher": {"exact": n}} for n in names]
+            )
+    else:
+        common: dict[str, Any] = {}
+        if not settings.get("insecure_skip_verify") and ("ca_certificates" in settings or names):
+            validation: dict[str, Any] = {}
+            if "ca_certificates" in settings:
+                validation["trusted_ca"] = {"filename": settings["ca_certificates"]}
+            if names:
+                validation["match_typed_subject_alt_names"] = [
+                    {"san_type": "DNS", "matcher": {"exact": n}} for n in names
+                ]
+            common["validation_context"] = validation
+        if mode == "MUTUAL" and "client_certificate" in settings:
+            common["tls_certificates"] = [{
+                "certificate_chain": {"filename": settings["client_certificate"]},
+                "private_key": {"filename": settings.get("private_key", "")},
+            }]  # fmt: skip
+        sni = settings.get("sni") or ("" if service.hostname.startswith("*") else service.hostname)
+        context = typed("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                        common_tls_context=common, **({"sni": sni} if sni else {}))  # fmt: skip
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
 def static_clusters() -> list[Any]:
@@ -218,6 +306,13 @@ def endpoint_tls(snapshot: MeshSnapshot, endpoint: Endpoint, namespace: str) -> 
 
 
 def load_assignment(cluster_name: str, endpoints: Sequence[tuple[Endpoint, bool]]) -> Any:
+    assignment = load_assignment_dict(cluster_name, endpoints)
+    return json_format.ParseDict(assignment, endpoint_pb2.ClusterLoadAssignment())
+
+
+def load_assignment_dict(
+    cluster_name: str, endpoints: Sequence[tuple[Endpoint, bool]]
+) -> dict[str, Any]:
     lb_endpoints = []
     for endpoint, tls in endpoints:
         entry: dict[str, Any] = {
@@ -225,12 +320,12 @@ def load_assignment(cluster_name: str, endpoints: Sequence[tuple[Endpoint, bool]
             "health_status": "HEALTHY",
         }
         if tls:
-            entry["metadata"] = {
-                "filter_metadata": {"envoy.transport_socket_match": {TLS_MODE_KEY: TLS_MODE_ISTIO}}
-            }
+            entry["metadata"] = {"filter_metadata": {
+                "envoy.transport_socket_match": {TLS_MODE_KEY: TLS_MODE_ISTIO},
+                **endpoint_metadata(),
+            }}  # fmt: skip
         lb_endpoints.append(entry)
-    assignment = {"cluster_name": cluster_name, "endpoints": [{"lb_endpoints": lb_endpoints}]}
-    return json_format.ParseDict(assignment, endpoint_pb2.ClusterLoadAssignment())
+    return {"cluster_name": cluster_name, "endpoints": [{"lb_endpoints": lb_endpoints}]}
 
 
 def cluster_endpoints(
@@ -243,3 +338,8 @@ def cluster_endpoints(
         for e in sorted(snapshot.endpoints_for(service.hostname, port))
         if e.ready and all(pair in e.labels for pair in labels)
     )
+
+
+def uses_eds(service: Service) -> bool:
+    """Whether a service's clusters take their endpoints from EDS (load assignments)."""
+    return service.resolution == "EDS"

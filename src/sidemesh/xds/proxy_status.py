@@ -31,9 +31,14 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def render_details(rows: Sequence[dict[str, Any]]) -> str:
+    """Per NACKed type: Envoy's message, then which version it refused and which it still
+    runs (a proxy that refuses a push keeps its last accepted configuration)."""
     lines = []
     for row in rows:
         for short, state in sorted(row.get("types", {}).items()):
             if state.get("error"):
                 lines.append(f"{row.get('pod')} {short.upper()} NACK: {state['error']}")
+                if state.get("sent"):
+                    kept = state.get("acked") or "nothing yet"
+                    lines.append(f"  refused version {state['sent']}, still serving {kept}")
     return "\n".join(lines)

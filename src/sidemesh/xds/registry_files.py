@@ -8,7 +8,10 @@ The files hold ordinary Kubernetes/Istio objects, several per file (`---`), in a
   Service when it has no EndpointSlice, as the local runtime does),
 * `networking.istio.io/v1/WorkloadEntry` (address, labels, serviceAccount, ports),
 * `security.istio.io/v1/PeerAuthentication`,
-* `networking.istio.io/v1` VirtualService and DestinationRule (v1beta1, v1alpha3 too): an
+* `security.istio.io/v1` AuthorizationPolicy and RequestAuthentication (v1beta1 too): like the
+  traffic kinds below, an invalid one is skipped with the reason logged (`api.security.validate`),
+* `networking.istio.io/v1` VirtualService, DestinationRule, ServiceEntry and Sidecar
+  (v1beta1, v1alpha3 too): an
   invalid one does not stop the file's other objects; the snapshot builder skips it and logs
   why (`api.networking.validate`, the one validation path),
 * `v1/Namespace`, and `v1/List` wrapping any of the above.

@@ -1,22 +1,33 @@
 """A registry that follows Kubernetes: watches of Namespaces, Services, EndpointSlices, Pods,
-PeerAuthentications, VirtualServices and DestinationRules (lightkube), fed to the shared
-snapshot builder (which validates the traffic kinds and skips, with the reason logged, what
-`api.networking.validate` refuses).
+PeerAuthentications, AuthorizationPolicies, RequestAuthentications, VirtualServices,
+DestinationRules, ServiceEntries and Sidecars (lightkube), fed to the shared snapshot builder
+(which validates the traffic and security kinds and skips, with the reason logged, what
+`api.networking.validate` or `api.security.validate` refuses).
 
 Each kind is listed then watched from the list's resourceVersion; a failed watch relists the
 kind (the relist replaces what the builder holds, so deletions missed while disconnected are
 not kept). Pods only matter for labels, service account and the sidecar label, so only those
 fields are kept.
+
+Gateways (networking.istio.io; watched at v1, which the API server serves for objects written
+at any served version) are watched everywhere; the Secrets their servers name as
+`credentialName` only in `credential_namespaces` (install value
+`gateways.credentialNamespaces`, where the control plane's Role grants reading Secrets): a
+gateway elsewhere gets no credential, and the discovery says why. Of a Secret only the
+certificate fields are kept; tokens and other data never stay in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sidemesh.api import kube_names
 from sidemesh.api.config import MeshConfig
+from sidemesh.api.text import untrusted
 from sidemesh.security.store import status_code
 from sidemesh.xds.builder import SnapshotBuilder
 from sidemesh.xds.model import MeshSnapshot
@@ -30,7 +41,18 @@ OPTIONAL_KINDS = {
     "PeerAuthentication": "using the mesh-wide mTLS default",
     "VirtualService": "default routes only",
     "DestinationRule": "default traffic policies only",
+    "ServiceEntry": "Kubernetes Services only",
+    "Sidecar": "every proxy sees the whole mesh",
+    "AuthorizationPolicy": "no request is refused by policy",
+    "RequestAuthentication": "no JWT is checked",
+    "Gateway": "no gateway listeners",
+    "Telemetry": "meshConfig's telemetry only",
 }
+# Where gateway credential Secrets are read: values `gateways.credentialNamespaces`, which the
+# install passes as this variable (and grants reading Secrets there, nowhere else).
+CREDENTIAL_NAMESPACES_VARIABLE = "GATEWAY_CREDENTIAL_NAMESPACES"
+DEFAULT_CREDENTIAL_NAMESPACES = ("istio-system",)
+_CREDENTIAL_FIELDS = frozenset({"tls.crt", "tls.key", "ca.crt", "cert", "key", "cacert"})
 
 
 def _resources() -> dict[str, Any]:
@@ -47,9 +69,25 @@ def _resources() -> dict[str, Any]:
     destination_rule = create_namespaced_resource(
         "networking.istio.io", "v1", "DestinationRule", "destinationrules"
     )
+    service_entry = create_namespaced_resource(
+        "networking.istio.io", "v1", "ServiceEntry", "serviceentries"
+    )
+    sidecar = create_namespaced_resource("networking.istio.io", "v1", "Sidecar", "sidecars")
+    authorization_policy = create_namespaced_resource(
+        "security.istio.io", "v1", "AuthorizationPolicy", "authorizationpolicies"
+    )
+    request_authentication = create_namespaced_resource(
+        "security.istio.io", "v1", "RequestAuthentication", "requestauthentications"
+    )
+    gateway = create_namespaced_resource("networking.istio.io", "v1", "Gateway", "gateways")
+    telemetry = create_namespaced_resource("telemetry.istio.io", "v1", "Telemetry", "telemetries")
     return {"Namespace": Namespace, "Service": Service, "EndpointSlice": EndpointSlice,
             "Pod": Pod, "PeerAuthentication": peer_authentication,
-            "VirtualService": virtual_service, "DestinationRule": destination_rule}  # fmt: skip
+            "VirtualService": virtual_service, "DestinationRule": destination_rule,
+            "ServiceEntry": service_entry, "Sidecar": sidecar,
+            "AuthorizationPolicy": authorization_policy,
+            "RequestAuthentication": request_authentication,
+            "Gateway": gateway, "Telemetry": telemetry}  # fmt: skip
 
 
 def as_object(kind: str, resource: Any) -> dict[str, Any]:
@@ -68,7 +106,34 @@ def as_object(kind: str, resource: Any) -> dict[str, Any]:
                 {"type": c.get("type"), "status": c.get("status")}
                 for c in status.get("conditions") or [] if c.get("type") == "Ready"]},
         }  # fmt: skip
+    elif kind == "Secret":  # a gateway credential at most: the certificate fields, no more
+        data = raw.get("data") or {}
+        raw = {
+            "kind": "Secret",
+            "metadata": {k: v for k, v in (raw.get("metadata") or {}).items()
+                         if k in ("name", "namespace")},
+            "type": raw.get("type"),
+            "data": {k: v for k, v in data.items() if k in _CREDENTIAL_FIELDS},
+        }  # fmt: skip
     return raw
+
+
+def credential_namespaces_from(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The namespaces named by GATEWAY_CREDENTIAL_NAMESPACES (comma list); a name that is not
+    a namespace name is dropped, with the reason logged."""
+    raw = environ.get(CREDENTIAL_NAMESPACES_VARIABLE)
+    if raw is None:
+        return DEFAULT_CREDENTIAL_NAMESPACES
+    found: list[str] = []
+    for name in (part.strip() for part in raw.split(",")):
+        if not name:
+            continue
+        if kube_names.dns1123_label(name):
+            log.warning("%s: ignoring %s, not a namespace name",
+                        CREDENTIAL_NAMESPACES_VARIABLE, untrusted(name))  # fmt: skip
+            continue
+        found.append(name)
+    return tuple(found)
 
 
 class KubeRegistry:
@@ -79,11 +144,15 @@ class KubeRegistry:
         mesh: MeshConfig | None = None,
         debounce: float = 0.1,
         kinds: Mapping[str, Any] | None = None,
+        credential_namespaces: tuple[str, ...] | None = None,
     ) -> None:
         self.client = client
         self.mesh = mesh or MeshConfig()
         self.debounce = debounce
         self.kinds = dict(kinds) if kinds is not None else _resources()
+        if credential_namespaces is None:
+            credential_namespaces = credential_namespaces_from(os.environ)
+        self.credential_namespaces = tuple(dict.fromkeys(credential_namespaces))
 
     async def run(self, publish: Callable[[MeshSnapshot], None]) -> None:
         builder = SnapshotBuilder(publish, mesh=self.mesh, debounce=self.debounce)
@@ -92,6 +161,15 @@ class KubeRegistry:
             asyncio.create_task(self._follow(builder, kind, resource))
             for kind, resource in self.kinds.items()
         ]
+        if "Gateway" in self.kinds and self.credential_namespaces:
+            from lightkube.resources.core_v1 import Secret
+
+            log.info("gateway credentials (credentialName Secrets) are read only in: %s",
+                     ", ".join(self.credential_namespaces))  # fmt: skip
+            tasks += [
+                asyncio.create_task(self._follow(builder, "Secret", Secret, namespace=namespace))
+                for namespace in self.credential_namespaces
+            ]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -99,15 +177,20 @@ class KubeRegistry:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _follow(self, builder: SnapshotBuilder, kind: str, resource: Any) -> None:
+    async def _follow(
+        self, builder: SnapshotBuilder, kind: str, resource: Any, *, namespace: str = "*"
+    ) -> None:
         namespaced = kind != "Namespace"
         missing_logged = False
         while True:
             try:
-                scope = {"namespace": "*"} if namespaced else {}
+                scope = {"namespace": namespace} if namespaced else {}
                 listed = self.client.list(resource, **scope)
                 objects = [as_object(kind, item) async for item in listed]
-                builder.replace_kind(kind, objects)
+                if namespace == "*":
+                    builder.replace_kind(kind, objects)
+                else:
+                    _replace_in_namespace(builder, kind, namespace, objects)
                 try:
                     version = listed.resourceVersion  # raises when the list was empty
                 except Exception:
@@ -137,3 +220,15 @@ class KubeRegistry:
                 log.warning("watch of %s failed (%s: %s); relisting", kind,
                             type(exc).__name__, exc)  # fmt: skip
             await asyncio.sleep(RETRY_SECONDS)
+
+
+def _replace_in_namespace(
+    builder: SnapshotBuilder, kind: str, namespace: str, objects: list[dict[str, Any]]
+) -> None:
+    """A relist of one namespace: what is gone from it goes, other namespaces stay."""
+    fresh = {str((o.get("metadata") or {}).get("name")) for o in objects}
+    for key in [k for k in builder.objects if k[0] == kind and k[1] == namespace]:
+        if key[2] not in fresh:
+            builder.delete(*key)
+    for obj in objects:
+        builder.upsert(obj)

@@ -31,3 +31,8 @@ def inbound_cluster_name(port: int) -> str:
 def service_listener_name(vip: str, port: int) -> str:
     """Istio's name for the outbound listener of one service VIP:port (`10.96.0.10_80`)."""
     return f"{vip}_{port}"
+
+
+def wildcard_listener_name(port: int) -> str:
+    """Istio's name for a port's listener of no particular address (`0.0.0.0_80`)."""
+    return f"0.0.0.0_{port}"

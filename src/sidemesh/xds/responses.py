@@ -87,7 +87,10 @@ def delta_payload(
         names = [n for n in names if known.get(n) != typed.resources[n].version]
         gone += [n for n in known if n not in typed.resources and state.wants(n)]
     gone += [n for n in state.pending if n not in typed.resources]
-    if not names and not gone:
+    if not names and not gone and (state.sent is not None or state.client_versions):
+        # Nothing to say, unless this is the first answer to a proxy that has nothing: Envoy
+        # counts a type initialised only once answered, even with nothing (a gateway that no
+        # Gateway selects has no listeners). A resuming proxy already has its resources.
         return None
     parts = [length_delimited(1, typed.version.encode())]
     for name in names:

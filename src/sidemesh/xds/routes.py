@@ -13,10 +13,11 @@ fault filter, which precedes the router.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from sidemesh.api.networking.common import Percent, StringMatch
+from sidemesh.api.networking import Resource, VirtualService
+from sidemesh.api.networking.common import Destination, Percent, StringMatch
 from sidemesh.api.networking.virtual_service import (
     MESH_GATEWAY,
     Headers,
@@ -24,10 +25,14 @@ from sidemesh.api.networking.virtual_service import (
     HTTPMatchRequest,
     HTTPRetry,
     HTTPRoute,
+    L4MatchAttributes,
+    RouteDestination,
 )
+from sidemesh.xds import cluster_policy
 from sidemesh.xds.envoy_json import canonical, duration, typed
-from sidemesh.xds.model import MeshSnapshot, Service, resolve_host
+from sidemesh.xds.model import Service, is_http, resolve_host
 from sidemesh.xds.resource_names import subset_cluster_name
+from sidemesh.xds.scoping import Scope
 
 FAULT_FILTER = "envoy.filters.http.fault"
 # Istio's retry policy for a route whose rule says nothing about retries.
@@ -45,9 +50,14 @@ RETRY_OTHER_HOSTS: Mapping[str, Any] = {
 }  # fmt: skip
 
 
-def listener_routes(snapshot: MeshSnapshot, service: Service, port: int) -> str:
-    """What a service listener's routes depend on, as its memo key: "" for the default."""
-    routes = http_routes(snapshot, service, port)
+def listener_routes(scope: Scope, service: Service, port: int) -> str:
+    """What a service listener's routes depend on, as its memo key: "" for the default. For
+    an opaque TCP port: its filter chains from the VirtualService's `tls`/`tcp` rules."""
+    service_port = service.port(port)
+    if service_port is not None and not is_http(service_port.protocol):
+        chains = l4_chains(scope, service, port)
+        return "" if chains is None else canonical(chains)
+    routes = http_routes(scope, service, port)
     return "" if routes is None else canonical(routes)
 
 
@@ -57,38 +67,42 @@ def fraction(percent: Percent | None) -> dict[str, Any]:
     return {"numerator": round(value * 10_000), "denominator": "MILLION"}
 
 
-def http_routes(snapshot: MeshSnapshot, service: Service, port: int) -> list[dict[str, Any]] | None:
-    """The routes of a service port from its VirtualService, or None (the default route)."""
-    resource = snapshot.virtual_service_for(service.hostname)
+def http_routes(scope: Scope, service: Service, port: int) -> list[dict[str, Any]] | None:
+    """The routes of a service port from its VirtualService, or None (the default route).
+    Without one, a DestinationRule's consistentHash still needs the default route to carry
+    its hash policy."""
+    resource = scope.virtual_service_for(service.hostname)
     if resource is None or not resource.spec.http:
-        return None
+        found = cluster_policy.consistent_hash(scope, service, port)
+        hashing = cluster_policy.hash_policy(found) if found is not None else []
+        if not hashing:
+            return None
+        cluster = subset_cluster_name(port, "", service.hostname)
+        action = {"cluster": cluster, "timeout": "0s", "hash_policy": hashing}
+        return [{"match": {"prefix": "/"}, "route": action}]
     namespace = resource.namespace
     routes: list[dict[str, Any]] = []
     for index, rule in enumerate(resource.spec.http):
-        matches = [m for m in rule.match if _applies(m, port)] if rule.match else [None]
+        matches = [m for m in rule.match if _applies(m, port, scope)] if rule.match else [None]
         if rule.match and not matches:
-            continue  # every match is for another port, a gateway or a chosen source
+            continue  # every match is for another port, a gateway or another source
         for match in matches:
-            routes.append(_route(snapshot, namespace, rule, match, port, index))
+            routes.append(_route(scope, namespace, rule, match, port, index))
     return routes
 
 
-def _applies(match: HTTPMatchRequest, port: int) -> bool:
-    """Whether a match can select requests through this listener, for every sidecar.
-
-    Matches on the source (`sourceLabels`, `sourceNamespace`) hold for some proxies only, and
-    outbound routes are shared by every proxy today (per-proxy views come with Sidecar
-    scoping): such a match is left out for all of them, so a rule meant for a few callers
-    never catches everyone's traffic."""
+def _applies(match: HTTPMatchRequest, port: int, scope: Scope) -> bool:
+    """Whether a match can select requests through this listener of this view's proxies:
+    `sourceLabels`/`sourceNamespace` are evaluated for the requesting proxy (its view)."""
     if match.port is not None and match.port != port:
         return False
     if match.gateways and MESH_GATEWAY not in match.gateways:
         return False
-    return not (match.source_labels or match.source_namespace)
+    return scope.source_matches(match)
 
 
 def _route(
-    snapshot: MeshSnapshot,
+    scope: Scope,
     namespace: str,
     rule: HTTPRoute,
     match: HTTPMatchRequest | None,
@@ -117,7 +131,7 @@ def _route(
                                               "MOVED_PERMANENTLY")  # fmt: skip
         route["redirect"] = redirect
     else:
-        route["route"] = _action(snapshot, namespace, rule, match, port)
+        route["route"] = _action(scope, namespace, rule, match, port)
     operations = _header_operations(rule.headers) if rule.headers is not None else {}
     if len(rule.route) == 1 and rule.route[0].headers is not None:
         # One destination: its header operations are the route's (Istio merges them).
@@ -183,7 +197,7 @@ def _match(match: HTTPMatchRequest | None) -> dict[str, Any]:
 
 
 def _action(
-    snapshot: MeshSnapshot,
+    scope: Scope,
     namespace: str,
     rule: HTTPRoute,
     match: HTTPMatchRequest | None,
@@ -191,24 +205,28 @@ def _action(
 ) -> dict[str, Any]:
     action: dict[str, Any] = {"timeout": duration(rule.timeout) if rule.timeout else "0s"}
     weighted = []
+    hashes = []
     for destination in rule.route:
-        host = resolve_host(destination.destination.host, namespace)
-        target = snapshot.services_by_host.get(host)
-        if destination.destination.port is not None:
-            number = destination.destination.port.number
-        elif target is not None and len(target.ports) == 1:
-            number = target.ports[0].port  # Istio: a single-port service needs no port
-        else:
-            number = port
-        name = subset_cluster_name(number, destination.destination.subset or "", host)
+        name, hashing = _destination(scope, namespace, destination.destination, port)
         headers = _header_operations(destination.headers) if destination.headers else {}
         weighted.append({"name": name, "weight": destination.weight, **headers})
+        hashes.append(hashing)
     if len(weighted) == 1:
         action["cluster"] = weighted[0]["name"]
     elif weighted:
         # Relative weights; a zero-weight destination gets nothing (validation refuses a
         # total of zero).
         action["weighted_clusters"] = {"clusters": [w for w in weighted if w["weight"]]}
+    if hashes and hashes[0] and all(h == hashes[0] for h in hashes):
+        # The destinations' DestinationRule consistentHash (one route, one hash key).
+        action["hash_policy"] = hashes[0]
+    if rule.mirror is not None:
+        mirror, _ = _destination(scope, namespace, rule.mirror, port)
+        action["request_mirror_policies"] = [{
+            "cluster": mirror,
+            "runtime_fraction": {"default_value": fraction(rule.mirror_percentage)},
+            "trace_sampled": False,
+        }]  # fmt: skip
     if rule.rewrite is not None:
         if rule.rewrite.uri is not None:
             action["prefix_rewrite"] = rule.rewrite.uri
@@ -218,6 +236,79 @@ def _action(
     if policy is not None:
         action["retry_policy"] = policy
     return action
+
+
+def l4_chains(scope: Scope, service: Service, port: int) -> list[dict[str, Any]] | None:
+    """The filter chains of an opaque TCP service port from its VirtualService, or None (one
+    chain to the service). Istio's order: `tls` rules first, one chain per rule matching by
+    SNI (`sniHosts`; a connection no rule names is closed), else the first `tcp` rule whose
+    match holds (port, source) splits connections by weight."""
+    resource = scope.virtual_service_for(service.hostname)
+    if resource is None:
+        return None
+    namespace = resource.namespace
+    chains: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    for index, tls_rule in enumerate(resource.spec.tls):
+        names = sorted({sni for m in tls_rule.match if _l4_applies(m, port, scope)
+                        for sni in m.sni_hosts} - taken)  # fmt: skip
+        if names:
+            taken.update(names)
+            proxy = _tcp_proxy(scope, namespace, tls_rule.route, port)
+            chains.append({"name": f"tls-{index}", "filters": [proxy],
+                           "filter_chain_match": {"server_names": names}})  # fmt: skip
+    if chains:
+        return chains
+    for index, tcp_rule in enumerate(resource.spec.tcp):
+        if not tcp_rule.match or any(_l4_applies(m, port, scope) for m in tcp_rule.match):
+            return [{"name": f"tcp-{index}",
+                     "filters": [_tcp_proxy(scope, namespace, tcp_rule.route, port)]}]  # fmt: skip
+    return None
+
+
+def _l4_applies(match: L4MatchAttributes, port: int, scope: Scope) -> bool:
+    if match.port is not None and match.port != port:
+        return False
+    if match.gateways and MESH_GATEWAY not in match.gateways:
+        return False
+    return scope.source_matches(match)
+
+
+def _tcp_proxy(
+    scope: Scope, namespace: str, destinations: tuple[RouteDestination, ...], port: int
+) -> dict[str, Any]:
+    """A TCP proxy to a rule's destinations, split by their relative weights."""
+    clusters = [(_destination(scope, namespace, d.destination, port)[0], d.weight)
+                for d in destinations]  # fmt: skip
+    config: dict[str, Any] = {"stat_prefix": clusters[0][0]}
+    if len(clusters) == 1:
+        config["cluster"] = clusters[0][0]
+    else:
+        weighted = [{"name": name, "weight": weight} for name, weight in clusters if weight]
+        config["weighted_clusters"] = {"clusters": weighted}
+    return {"name": "envoy.filters.network.tcp_proxy",
+            "typed_config": typed("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                                  **config)}  # fmt: skip
+
+
+def _destination(
+    scope: Scope, namespace: str, destination: Destination, port: int
+) -> tuple[str, list[dict[str, Any]]]:
+    """A destination's cluster `outbound|PORT|SUBSET|HOST`, and the hash policy its
+    DestinationRule's consistentHash asks routes to it for ([] when none)."""
+    host = resolve_host(destination.host, namespace)
+    target = scope.snapshot.services_by_host.get(host)
+    if destination.port is not None:
+        number = destination.port.number
+    elif target is not None and len(target.ports) == 1:
+        number = target.ports[0].port  # Istio: a single-port service needs no port
+    else:
+        number = port
+    subset = destination.subset or ""
+    found = None if target is None else cluster_policy.consistent_hash(scope, target, number,
+                                                                        subset)  # fmt: skip
+    hashing = cluster_policy.hash_policy(found) if found is not None else []
+    return subset_cluster_name(number, subset, host), hashing
 
 
 def retry_policy(retries: HTTPRetry | None) -> dict[str, Any] | None:
@@ -276,3 +367,21 @@ def _header_operations(headers: Headers) -> dict[str, Any]:
         if operations.remove:
             found[f"{direction}_headers_to_remove"] = list(operations.remove)
     return found
+
+
+def gateway_routes(
+    scope: Scope,
+    resource: Resource[VirtualService],
+    port: int,
+    applies: Callable[[HTTPMatchRequest], bool],
+) -> list[dict[str, Any]]:
+    """The routes a VirtualService bound to a Gateway gives one of its servers (`xds.gateway`):
+    Istio's translation, with `applies` deciding which matches select requests there (their
+    `gateways`, `port` and source, judged for the gateway proxy)."""
+    routes: list[dict[str, Any]] = []
+    for index, rule in enumerate(resource.spec.http):
+        matches = [m for m in rule.match if applies(m)] if rule.match else [None]
+        if rule.match and not matches:
+            continue
+        routes += [_route(scope, resource.namespace, rule, m, port, index) for m in matches]
+    return routes

@@ -15,7 +15,6 @@ from sidemesh.api.networking.common import (
     NonNegative,
     PortSelector,
     TLSMode,
-    WorkloadSelector,
     check_export_to,
     check_host,
     check_labels,
@@ -148,12 +147,23 @@ class Subset(Model):
     traffic_policy: TrafficPolicy | None = Field(None, alias="trafficPolicy")
 
 
+class MatchLabels(Model):
+    """DestinationRule's workloadSelector (istio.type.v1beta1.WorkloadSelector): `matchLabels`,
+    unlike Sidecar's and ServiceEntry's `labels`."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.match_labels
+
+
 class DestinationRule(Model):
     host: str
     traffic_policy: TrafficPolicy | None = Field(None, alias="trafficPolicy")
     subsets: tuple[Subset, ...] = Field(default_factory=tuple)
     export_to: tuple[str, ...] = Field(default_factory=tuple, alias="exportTo")
-    workload_selector: WorkloadSelector | None = Field(None, alias="workloadSelector")
+    workload_selector: MatchLabels | None = Field(None, alias="workloadSelector")
 
 
 # --- Istio's rules -------------------------------------------------------------------------
@@ -173,6 +183,8 @@ def check_destination_rule(spec: DestinationRule, issues: Issues) -> None:
         if subset.traffic_policy is not None:
             _check_traffic_policy(issues, f"{path}.trafficPolicy", subset.traffic_policy)
     check_export_to(issues, "spec.exportTo", spec.export_to)
+    if spec.workload_selector is not None:
+        check_labels(issues, "spec.workloadSelector.matchLabels", spec.workload_selector.labels)
     if spec.workload_selector is not None and spec.export_to and spec.export_to != (".",):
         issues.add(
             "spec.exportTo",
