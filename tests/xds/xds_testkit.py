@@ -26,6 +26,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, json_format
 from grpc import aio
 
+import async_waits
 from kmock_support import fix_kmock_namespaces as fix_kmock_namespaces
 from kmock_support import kube_client as kube_client
 from sidemesh.security.ca import CertificateAuthority, key_to_pem
@@ -43,18 +44,8 @@ def free_port() -> int:
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
-    """Poll until `check()` is truthy (sync or async); fail with the last value on timeout."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: Any = None
-    while loop.time() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"condition not reached within {timeout}s; last value: {last!r}")
+    """`async_waits.eventually` with this kit's defaults (30 s, polled every 0.1 s)."""
+    return await async_waits.eventually(check, timeout, every)
 
 
 def csr_for(uri: str, key: ec.EllipticCurvePrivateKey | None = None) -> str:
