@@ -1,5 +1,11 @@
-"""xDS scale: N services, M simulated sidecars (grpc.aio ADS clients in separate processes),
-one service changing at a time, over SotW and over Delta ADS. Prints ONE JSON line.
+"""xDS scale: N services, M simulated sidecars (grpc.aio ADS clients in separate processes,
+`xds_scale_clients.py`), one service changing at a time, over SotW and over Delta ADS. Prints
+ONE JSON line.
+
+Proxies connect in waves (`--wave-size`, default 250): a wave's proxies have all ACKed their
+first CDS, EDS and LDS before the next wave connects, as a fleet rolls out rather than 2,000
+sidecars dialling in the same instant. Reported: the initial sync time in all, the number of
+waves and the p50/max time of one wave.
 
 Reported per protocol (`sotw`, `delta`) and kind of change:
 * `endpoints` — one service gains an endpoint (EDS for that cluster, to every proxy);
@@ -8,10 +14,18 @@ Reported per protocol (`sotw`, `delta`) and kind of change:
 * `virtual_service` — one VirtualService changes (its routes live in that service's listener,
   so Delta sends that one listener; no RDS: see `route_config_bytes`);
 convergence per proxy (p50/p99/max of "snapshot set → that proxy received it"), full
-convergence per round (time until the last affected proxy had it), server CPU seconds per push
-round, the size of the response that carried the change, and the server's RSS (after the
-initial sync, at the end, and the peak of that protocol's run). Initial sync time too, and how
-many client streams had to be reopened (with the first reasons).
+convergence per round (time until the last affected proxy had it), the server's own view
+(`server_all_written_*`: snapshot set → the last connection's response written, from
+`pilot_proxy_convergence_time`'s observations), server CPU seconds per push round, the size of
+the response that carried the change, whether every proxy got it and ends SYNCED, and memory:
+the server's RSS (after the initial sync, at the end, and the peak of that protocol's run) and
+the client processes' peak RSS together. Initial sync time too, and how many client streams
+had to be reopened (with the first reasons).
+
+Memory is watched (every 0.25 s): past `--memory-limit-mb` (server and clients together) the
+run prints what it has, with `aborted`, and ends (the machine is shared). With 1,000 services
+one proxy's LDS is ~7.6 MB, so SotW's listener rounds (every proxy gets its whole set again)
+can be limited on their own with `--sotw-listener-rounds`.
 
 The server runs in this process with the gRPC options the control plane ships
 (`sidemesh.xds.server.GRPC_OPTIONS`) on plaintext (authentication costs per stream, not per
@@ -27,7 +41,8 @@ Targets to report against: p99 ≤ 1 s, RSS ≤ 1.5 GB on 2 cores. Localhost onl
 bounded by --timeout.
 
     .venv/bin/python benchmarks/xds_scale.py [--services 1000] [--proxies 2000]
-                                             [--protocols sotw,delta]
+        [--protocols sotw,delta] [--wave-size 250] [--memory-limit-mb 8000]
+        [--sotw-listener-rounds N]
 """
 
 from __future__ import annotations
@@ -44,7 +59,13 @@ import time
 from dataclasses import replace
 from typing import Any
 
-SERVICE_PORT = 80
+import orjson
+from xds_scale_clients import SERVICE_PORT, client_allocator_environment, client_main, proxy_ip
+from xds_scale_memory import MemoryWatchdog, reset_peak_rss, rss_mb
+
+from sidemesh.api.prometheus_text import Histogram
+from sidemesh.xds.metrics import PUSH_BUCKETS
+
 TARGET_PORT = 8080
 
 
@@ -70,154 +91,7 @@ def vip(index: int) -> str:
     return f"10.96.{index // 250}.{index % 250 + 1}"
 
 
-def proxy_ip(index: int) -> str:
-    return f"10.{1 + index // 62500}.{(index // 250) % 250}.{index % 250 + 1}"
-
-
-def cluster_name(index: int) -> str:
-    return f"outbound|{SERVICE_PORT}||svc{index}.ns{index % 50}.svc.cluster.local"
-
-
-# --- simulated sidecars (client processes) ---------------------------------------------------
-
-
-def client_main(args: dict[str, Any], first: int, count: int, t0: Any, queue: Any,
-                commands: Any) -> None:  # fmt: skip
-    asyncio.run(_clients(args, first, count, t0, queue, commands))
-
-
-async def _clients(args: dict[str, Any], first: int, count: int, t0: Any, queue: Any,
-                   commands: Any) -> None:  # fmt: skip
-    from envoy.service.discovery.v3 import discovery_pb2
-    from google.protobuf import struct_pb2
-    from grpc import aio
-
-    lds = "type.googleapis.com/envoy.config.listener.v3.Listener"
-    cds = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-    eds = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-    delta = args["protocol"] == "delta"
-    services, per_service = args["services"], max(1, args["proxies"] // args["services"])
-    eds_names = [cluster_name(i) for i in range(services)]
-    # One TCP connection per 50 streams (a local subchannel pool stops gRPC from funnelling
-    # every channel into one shared connection, which caps concurrent streams).
-    options = [("grpc.max_receive_message_length", -1), ("grpc.use_local_subchannel_pool", 1)]
-    channels = [
-        aio.insecure_channel(args["address"], options=options) for _ in range(max(1, count // 20))
-    ]
-    marker = {"value": b""}  # bytes that identify the change of the current round
-    latencies: list[float] = []
-    sizes: list[int] = []
-    synced: set[int] = set()
-    all_synced = asyncio.Event()
-
-    async def one(index: int) -> None:
-        channel = channels[index % len(channels)]
-        request_type = (discovery_pb2.DeltaDiscoveryRequest if delta
-                        else discovery_pb2.DiscoveryRequest)  # fmt: skip
-        response_type = (discovery_pb2.DeltaDiscoveryResponse if delta
-                         else discovery_pb2.DiscoveryResponse)  # fmt: skip
-        method = "DeltaAggregatedResources" if delta else "StreamAggregatedResources"
-        call = channel.stream_stream(
-            f"/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}",
-            request_serializer=request_type.SerializeToString,
-            response_deserializer=lambda raw: raw,
-        )()
-        service = min(index // per_service, services - 1)
-        metadata = struct_pb2.Struct()
-        metadata.update({"NAMESPACE": f"ns{service % 50}", "SERVICE_ACCOUNT": f"sa{service}"})
-        first_request = request_type(type_url=cds)
-        first_request.node.id = f"sidecar~{proxy_ip(index)}~p{index}.ns{service % 50}~x"
-        first_request.node.metadata.CopyFrom(metadata)
-        await call.write(first_request)
-        if delta:  # like Envoy: explicit EDS names, wildcard LDS/CDS
-            await call.write(request_type(type_url=eds, resource_names_subscribe=eds_names))
-        else:
-            await call.write(request_type(type_url=eds, resource_names=eds_names))
-        await call.write(request_type(type_url=lds))
-        seen_types: set[str] = set()
-        while True:
-            raw = await call.read()
-            if raw is aio.EOF:
-                return
-            received = time.monotonic()
-            response = response_type.FromString(raw)
-            if delta:
-                ack = request_type(type_url=response.type_url, response_nonce=response.nonce)
-            else:  # SotW ACKs repeat the subscription, as Envoy's do
-                ack = request_type(
-                    type_url=response.type_url, response_nonce=response.nonce,
-                    version_info=response.version_info,
-                    resource_names=eds_names if response.type_url == eds else [],
-                )  # fmt: skip
-            await call.write(ack)
-            if len(seen_types) < 3:
-                seen_types.add(response.type_url)
-                if len(seen_types) == 3:
-                    synced.add(index)
-                    if len(synced) == count:
-                        all_synced.set()
-            elif marker["value"] and marker["value"] in raw:
-                latencies.append(received - t0.value)
-                sizes.append(len(raw))
-
-    failures: list[str] = []
-
-    async def guarded(index: int) -> None:
-        for _ in range(20):  # like Envoy: a failed stream is opened again after a backoff
-            try:
-                await one(index)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # counted and reported in the result line
-                failures.append(f"{type(exc).__name__}: {str(exc).splitlines()[:3]}"[:200])
-                await asyncio.sleep(0.5)
-
-    tasks = []
-    for offset in range(count):
-        tasks.append(asyncio.create_task(guarded(first + offset)))
-        if offset % 100 == 99:
-            await asyncio.sleep(0.05)  # do not open every stream in the same instant
-    await all_synced.wait()
-    queue.put(("synced", first, count, failures[:3], len(failures)))
-    loop = asyncio.get_running_loop()
-    while True:
-        command = await loop.run_in_executor(None, commands.get)
-        if command[0] == "stop":
-            break
-        _, marker_bytes, wait = command
-        latencies.clear()
-        sizes.clear()
-        marker["value"] = marker_bytes
-        deadline = loop.time() + wait
-        while len(latencies) < count and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        queue.put(("round", first, list(latencies), list(sizes)))
-    for task in tasks:
-        task.cancel()
-    for channel in channels:
-        await channel.close()
-
-
 # --- the control plane (this process) --------------------------------------------------------
-
-
-def rss_mb() -> tuple[float, float]:
-    fields = {}
-    with open("/proc/self/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def reset_peak_rss() -> None:
-    """Start a new peak (Linux: `5` to clear_refs resets VmHWM); best effort."""
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-    except OSError:
-        pass
 
 
 def cpu_seconds() -> float:
@@ -302,15 +176,34 @@ def next_change(kind: str, current: Any, round_number: int, services: int) -> tu
     return replace(current, version=current.version + 1, services=tuple(moved)), new_vip.encode()
 
 
-async def run(options: argparse.Namespace, protocol: str) -> dict[str, Any]:
+class RecordingHistogram(Histogram):
+    """`pilot_proxy_convergence_time` that also keeps its observations: the server observes,
+    per connection, "snapshot set → that connection's last response written" (a write ends
+    when gRPC handed the bytes to the socket, so it includes waiting on the proxy reading)."""
+
+    def __init__(self) -> None:
+        super().__init__(PUSH_BUCKETS)
+        self.values: list[float] = []
+
+    def observe(self, value: float) -> None:
+        super().observe(value)
+        self.values.append(value)
+
+
+async def run(
+    options: argparse.Namespace, protocol: str, watchdog: MemoryWatchdog
+) -> dict[str, Any]:
     from grpc import aio
 
     from sidemesh.xds.ads import AdsServer
+    from sidemesh.xds.metrics import XdsMetrics
     from sidemesh.xds.server import GRPC_OPTIONS
 
     reset_peak_rss()
+    watchdog.reset()
     snapshot = build_snapshot(options.services, options.proxies)
-    ads = AdsServer(snapshot, instance_id="bench")
+    push_time = RecordingHistogram()
+    ads = AdsServer(snapshot, instance_id="bench", metrics=XdsMetrics(push_time=push_time))
     server = aio.server(options=GRPC_OPTIONS)
     server.add_generic_rpc_handlers((ads.handler(),))
     with socket.socket() as probe:
@@ -321,39 +214,63 @@ async def run(options: argparse.Namespace, protocol: str) -> dict[str, Any]:
 
     context = mp.get_context("spawn")
     t0 = context.Value("d", 0.0, lock=False)
-    queue = context.Queue()
-    per_process = -(-options.proxies // options.client_processes)
+    results = context.Queue()
     workers = []
-    started = time.monotonic()
-    for number in range(options.client_processes):
-        first = number * per_process
-        count = min(per_process, options.proxies - first)
+    processes = min(options.client_processes, options.proxies)
+    for _ in range(processes):
         commands = context.Queue()
         process = context.Process(target=client_main, daemon=True, args=(
             {"address": f"127.0.0.1:{port}", "services": options.services,
-             "proxies": options.proxies, "protocol": protocol},
-            first, count, t0, queue, commands))  # fmt: skip
-        process.start()
+             "proxies": options.proxies, "protocol": protocol, "timeout": options.timeout},
+            t0, results, commands))  # fmt: skip
+        with client_allocator_environment():
+            process.start()
+        watchdog.pids.append(process.pid)
         workers.append((process, commands))
     loop = asyncio.get_running_loop()
 
-    async def next_message() -> Any:
-        return await loop.run_in_executor(None, queue.get, True, options.timeout)
+    async def replies(count: int) -> list[Any]:
+        return [await loop.run_in_executor(None, results.get, True, options.timeout)
+                for _ in range(count)]  # fmt: skip
 
-    reconnects = 0
-    reconnect_reasons: list[str] = []
-    for _ in workers:
-        message = await next_message()  # "synced"
-        reconnects += message[4]
-        reconnect_reasons += message[3]
-    initial_sync = time.monotonic() - started
-    rss_connected, _ = rss_mb()
-    results: dict[str, Any] = {}
+    figures: dict[str, Any] = {"wave_size": options.wave_size}
+    watchdog.partial = {"benchmark": "xds_scale", "protocol": protocol, **figures}
+    # Waves: each wave's proxies have ACKed their first CDS, EDS and LDS before the next wave
+    # connects. Proxy i runs in process i % processes, so each wave is spread over all of them.
+    started = time.monotonic()
+    waves: list[float] = []
+    synced = retries = 0
+    retry_reasons: list[str] = []
+    for first in range(0, options.proxies, options.wave_size):
+        wave = range(first, min(first + options.wave_size, options.proxies))
+        wave_started = time.monotonic()
+        busy = 0
+        for number, (_, commands) in enumerate(workers):
+            indices = [i for i in wave if i % processes == number]
+            if indices:
+                commands.put(("connect", indices))
+                busy += 1
+        for message in await replies(busy):
+            synced += message[1]
+            retry_reasons += message[3]
+            retries += message[4]
+        waves.append(time.monotonic() - wave_started)
+        watchdog.partial.update(proxies_synced=synced, waves_done=len(waves),
+                                server_rss_mb=round(rss_mb()[0], 1),
+                                clients_rss_mb_peak=round(watchdog.peak_clients_mb, 1))  # fmt: skip
+    figures.update({
+        "initial_sync_s": round(time.monotonic() - started, 2),
+        "waves": len(waves),
+        "wave_sync_p50_s": round(percentile(waves, 0.5), 3),
+        "wave_sync_max_s": round(max(waves), 3),
+        "proxies_synced": synced,
+        "server_rss_mb_connected": round(rss_mb()[0], 1),
+    })  # fmt: skip
     current = snapshot
-    for kind, rounds in (("endpoints", options.rounds), ("service", options.service_rounds),
-                         ("virtual_service", options.virtual_service_rounds)):  # fmt: skip
+    for kind, rounds in rounds_of(options, protocol):
         per_proxy: list[float] = []
         full: list[float] = []
+        written: list[float] = []
         cpu: list[float] = []
         sizes: list[int] = []
         missing = 0
@@ -361,49 +278,79 @@ async def run(options: argparse.Namespace, protocol: str) -> dict[str, Any]:
             current, marker = next_change(kind, current, round_number, options.services)
             for _, commands in workers:
                 commands.put(("round", marker, options.timeout))
-            await asyncio.sleep(0.2)  # let every client arm its marker
+            await replies(len(workers))  # every process has armed its marker
             cpu_before = cpu_seconds()
+            push_time.values.clear()
             t0.value = time.monotonic()
             ads.set_snapshot(current)
             latencies: list[float] = []
-            for _ in workers:
-                message = await next_message()
-                latencies += message[2]
-                sizes += message[3]
+            for message in await replies(len(workers)):
+                latencies += message[1].values()
+                sizes += message[2]
             cpu.append(cpu_seconds() - cpu_before)
+            written.append(max(push_time.values, default=float("nan")))
             missing += options.proxies - len(latencies)
             per_proxy += latencies
             full.append(max(latencies) if latencies else float("nan"))
-        results[kind] = {
+        figures[kind] = {
             "rounds": rounds,
             "proxy_p50_s": round(percentile(per_proxy, 0.5), 4),
             "proxy_p99_s": round(percentile(per_proxy, 0.99), 4),
             "proxy_max_s": round(max(per_proxy), 4) if per_proxy else None,
             "full_convergence_p50_s": round(percentile(full, 0.5), 4),
-            "full_convergence_p99_s": round(percentile(full, 0.99), 4),
+            "full_convergence_max_s": round(max(full), 4) if full else None,
+            "server_all_written_p50_s": round(percentile(written, 0.5), 4),
+            "server_all_written_max_s": round(max(written), 4) if written else None,
             "server_cpu_s_per_push": round(statistics.mean(cpu), 4) if cpu else None,
             "response_bytes_p50": int(percentile([float(n) for n in sizes], 0.5))
             if sizes
             else None,
             "proxies_missed": missing,
         }
+        watchdog.partial[kind] = figures[kind]
+    figures["proxies_synced_at_end"] = await count_synced(ads, options.proxies, options.timeout)
     for _, commands in workers:
         commands.put(("stop",))
     for process, _ in workers:
-        process.join(10)
+        await loop.run_in_executor(None, process.join, 10)
         if process.is_alive():
             process.terminate()
+    watchdog.pids.clear()
     rss_now, rss_peak = rss_mb()
     await server.stop(0)
     return {
-        "initial_sync_s": round(initial_sync, 2),
-        "client_stream_retries": reconnects,
-        "client_retry_reasons": sorted(set(reconnect_reasons))[:2],
-        **results,
-        "server_rss_mb_connected": round(rss_connected, 1),
+        **figures,
+        "client_stream_retries": retries,
+        "client_retry_reasons": sorted(set(retry_reasons))[:2],
         "server_rss_mb_end": round(rss_now, 1),
         "server_rss_mb_peak": round(rss_peak, 1),
+        "clients_rss_mb_peak": round(watchdog.peak_clients_mb, 1),
+        "server_response_memo_mb": round(ads.response_memo_bytes / 2**20, 1),
     }
+
+
+def rounds_of(options: argparse.Namespace, protocol: str) -> list[tuple[str, int]]:
+    """Rounds per kind of change; SotW's listener changes can be limited on their own (each
+    resends every proxy its whole listener set: megabytes per proxy at 1,000 services)."""
+    service, virtual_service = options.service_rounds, options.virtual_service_rounds
+    if protocol == "sotw" and options.sotw_listener_rounds is not None:
+        service = min(service, options.sotw_listener_rounds)
+        virtual_service = min(virtual_service, options.sotw_listener_rounds)
+    return [("endpoints", options.rounds), ("service", service),
+            ("virtual_service", virtual_service)]  # fmt: skip
+
+
+async def count_synced(ads: Any, proxies: int, timeout: float) -> int:
+    """Proxies whose every type is SYNCED (ACKed the latest response), waiting for the last
+    ACKs to arrive (bounded by `timeout`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        rows = ads.status()
+        synced = sum(all(t["status"] == "SYNCED" for t in row["types"].values()) for row in rows)
+        if synced >= proxies or loop.time() > deadline:
+            return int(synced)
+        await asyncio.sleep(0.2)
 
 
 async def run_all(options: argparse.Namespace) -> dict[str, Any]:
@@ -414,8 +361,9 @@ async def run_all(options: argparse.Namespace) -> dict[str, Any]:
         "client_processes": options.client_processes,
         "cpus": os.cpu_count(),
     }
-    for protocol in options.protocols.split(","):
-        result[protocol] = await run(options, protocol)
+    with MemoryWatchdog(options.memory_limit_mb) as watchdog:
+        for protocol in options.protocols.split(","):
+            result[protocol] = await run(options, protocol, watchdog)
     result["route_config_bytes_per_proxy"] = route_config_bytes(
         build_snapshot(options.services, options.proxies)
     )
@@ -433,10 +381,28 @@ def main() -> None:
     parser.add_argument("--virtual-service-rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--protocols", default="sotw,delta", help="comma-separated: sotw, delta")
+    parser.add_argument(
+        "--wave-size",
+        type=int,
+        default=250,
+        help="proxies that connect together; the next wave waits for their sync",
+    )
+    parser.add_argument(
+        "--sotw-listener-rounds",
+        type=int,
+        default=None,
+        help="at most this many service and VirtualService rounds over SotW",
+    )
+    parser.add_argument(
+        "--memory-limit-mb",
+        type=float,
+        default=8000,
+        help="abort when server and clients together use more (RSS)",
+    )
     options = parser.parse_args()
+    if options.wave_size < 1 or options.proxies < 1 or options.services < 1:
+        parser.error("--wave-size, --proxies and --services must be at least 1")
     result = asyncio.run(run_all(options))
-    import orjson
-
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 
 

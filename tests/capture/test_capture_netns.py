@@ -413,3 +413,85 @@ def _ip_rules(pod: Pod) -> str:
 
 def _rule_lines(saved: str) -> list[str]:
     return [line for line in saved.splitlines() if line.startswith("-A")]
+
+
+def _dropped_syns(pod: Pod, port: int) -> int:
+    """Packets the hold rule for `port` dropped so far (its counter in the filter table)."""
+    listing = pod.run(
+        pod.name, "iptables", "-t", "filter", "-L", "ISTIO_AWAIT_PROXY", "-n", "-v", "-x"
+    )
+    for line in listing.splitlines():
+        words = line.split()
+        if "DROP" in words and f"dpt:{port}" in words:
+            return int(words[0])
+    raise AssertionError(f"no hold rule for port {port}:\n{listing}")
+
+
+def _connect_in_background(
+    pod: Pod, namespace: str, host: str, port: int, *, uid: int | None = None
+) -> subprocess.Popen[str]:
+    argv = [sys.executable, str(PROBE), "connect", host, str(port)]
+    if uid is not None:
+        argv += ["--uid", str(uid), "--gid", str(uid)]
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", namespace, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pod.processes.append(process)
+    return process
+
+
+def _wait_for_dropped_syn(pod: Pod, port: int, process: subprocess.Popen[str]) -> None:
+    """Until the hold rule has dropped the connection's first SYN (the kernel's counter)."""
+    for _ in range(COMMAND_TIMEOUT * 20):
+        if _dropped_syns(pod, port) > 0:
+            return
+        assert process.poll() is None, process.communicate()
+        select.select([], [], [], 0.05)  # a poll interval, not an assertion on time
+    raise AssertionError(f"no SYN to {port} was held")
+
+
+@pytest.mark.parametrize(
+    ("port", "tag"), [(15006, "inbound"), (15001, "outbound")], ids=["inbound", "outbound"]
+)
+def test_connections_wait_for_a_proxy_that_is_not_listening_yet(
+    pod: Pod, port: int, tag: str
+) -> None:
+    """No listener on the proxy's port: the SYN is dropped, not refused, and the client's
+    retransmitted SYN connects once the proxy listens (a proxy restart delays, never fails)."""
+    pod.listen(pod.server, 80, "server")
+    pod.capture(*INJECTOR_ARGS)
+    if tag == "inbound":
+        client = _connect_in_background(pod, pod.server, POD_IP, 8080)
+    else:
+        client = _connect_in_background(pod, pod.name, SERVER_IP, 80, uid=APP_UID)
+    _wait_for_dropped_syn(pod, port, client)
+    pod.listen(pod.name, port, tag)
+    out, err = client.communicate(timeout=COMMAND_TIMEOUT)
+    assert client.returncode == 0, out + err
+    original = f"{POD_IP}:8080" if tag == "inbound" else f"{SERVER_IP}:80"
+    assert Reply(*out.split()) == Reply(
+        tag, original, f"{'127.0.0.1' if tag == 'outbound' else POD_IP}:{port}"
+    )
+
+
+def test_a_listening_proxy_is_not_held(envoy: Pod) -> None:
+    envoy.capture(*INJECTOR_ARGS)
+    assert envoy.connect(envoy.server, POD_IP, 8080).tag == "inbound"
+    assert envoy.app_connect(SERVER_IP, 80).tag == "outbound"
+    assert _dropped_syns(envoy, 15006) == _dropped_syns(envoy, 15001) == 0
+
+
+def test_refuse_mode_answers_a_missing_proxy_with_a_reset(pod: Pod) -> None:
+    pod.capture(*INJECTOR_ARGS, "--while-proxy-down", "refuse")
+    assert "ISTIO_AWAIT_PROXY" not in pod.save()
+    argv = [sys.executable, str(PROBE), "connect", POD_IP, "8080"]
+    result = subprocess.run(
+        ["ip", "netns", "exec", pod.server, *argv],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+    assert result.returncode == 1 and "refused" in result.stdout, result.stdout

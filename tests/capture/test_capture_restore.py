@@ -37,7 +37,7 @@ def saved_after_apply(family: FamilyRules, *, foreign: str = "") -> str:
     text = []
     for table in family.tables:
         old = tables.pop(table.table, None)
-        builtin = sorted(old.builtin_chains) if old else ["PREROUTING", "OUTPUT"]
+        builtin = sorted(old.builtin_chains) if old else ["PREROUTING", "INPUT", "OUTPUT"]
         chains = [*(old.user_chains if old else ()), *table.chains]
         text.append(f"*{table.table}")
         text += [f":{chain} ACCEPT [0:0]" for chain in builtin]
@@ -68,11 +68,13 @@ def test_reapply_keeps_jumps_in_place_and_rewrites_only_our_chains() -> None:
     transaction = plan_transaction(rules.tables, saved)
     lines = transaction.splitlines()
     # No jump is added or deleted: the existing ones stay where they are.
-    assert not [line for line in lines if line.startswith(("-D", "-A PREROUTING", "-A OUTPUT"))]
+    jumps = ("-D", "-A PREROUTING", "-A INPUT", "-A OUTPUT")
+    assert not [line for line in lines if line.startswith(jumps)]
     # Our chains are declared (= flushed) and refilled with exactly our rules.
-    table = rules.tables[0]
-    expected = ["*nat", *(f":{chain} - [0:0]" for chain in table.chains)]
-    expected += [rule.render() for rule in table.rules] + ["COMMIT"]
+    expected: list[str] = []
+    for table in rules.tables:
+        expected += [f"*{table.table}", *(f":{chain} - [0:0]" for chain in table.chains)]
+        expected += [rule.render() for rule in table.rules] + ["COMMIT"]
     assert lines == expected
     assert "CNI-HOSTPORT" not in transaction and "udp" not in transaction
 
@@ -116,6 +118,11 @@ def test_cleanup_removes_our_chains_and_jumps_only() -> None:
     saved = parse_save(saved_after_apply(rules, foreign=FOREIGN_NAT))
     transaction = plan_transaction((), saved)
     assert transaction == (
+        "*filter\n"
+        ":ISTIO_AWAIT_PROXY - [0:0]\n"
+        "-D INPUT -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j ISTIO_AWAIT_PROXY\n"
+        "-X ISTIO_AWAIT_PROXY\n"
+        "COMMIT\n"
         "*mangle\n"
         ":ISTIO_DIVERT - [0:0]\n"
         ":ISTIO_INBOUND - [0:0]\n"

@@ -46,6 +46,7 @@ CASES: dict[str, list[str]] = {
     "uid-gid": ["-u", "1337,1500", "-g", "2000"],
     "loopback-included": ["-i", "127.0.0.0/8,10.0.0.0/8"],
     "custom-capture-ports": ["-p", "16001", "-z", "16006"],
+    "while-proxy-down-refuse": ["--while-proxy-down", "refuse"],
     "messy-lists": ["-d", " 15090, ,15021,15090,", "-x", "10.1.2.3/8,10.0.0.0/8"],
 }
 
@@ -83,7 +84,7 @@ def test_rules_only_touch_our_chains(case: str) -> None:
         for table in family.tables:
             assert set(table.chains) <= OUR_CHAINS
             assert all(rule.chain in table.chains for rule in table.rules)
-            assert all(rule.chain in ("PREROUTING", "OUTPUT") for rule in table.jumps)
+            assert all(rule.chain in ("PREROUTING", "INPUT", "OUTPUT") for rule in table.jumps)
             assert all(rule.spec.split()[-1] in table.chains for rule in table.jumps)
 
 

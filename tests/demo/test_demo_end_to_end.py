@@ -4,13 +4,14 @@ it was when the step ended, and nothing left behind afterwards."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from sidemesh.demo import script
-from sidemesh.demo.runner import Demo, DemoSettings, StepOutcome, leftovers, run_demo
+from sidemesh.demo import demo_authz, script
+from sidemesh.demo.runner import Demo, DemoSettings, StepOutcome, leftovers, report, run_demo
 from sidemesh.local.model import State
 from sidemesh.local.preflight import missing_requirements
 
@@ -59,7 +60,7 @@ def walk(
 
 def test_every_step_succeeds(walk: tuple[list[StepOutcome], dict[int, State]]) -> None:
     outcomes, _ = walk
-    assert [(o.number, o.ok, o.error) for o in outcomes] == [(n, True, "") for n in range(1, 7)]
+    assert [(o.number, o.ok, o.error) for o in outcomes] == [(n, True, "") for n in range(1, 9)]
 
 
 def test_it_ends_with_what_it_showed(
@@ -67,9 +68,15 @@ def test_it_ends_with_what_it_showed(
 ) -> None:
     assert isinstance(console.file, io.StringIO)
     _, _, summary = console.file.getvalue().rpartition("What this run showed")
-    checks = [line for line in summary.splitlines() if line.strip()][1:]
-    assert len(checks) == 7 and all(line.startswith("✓ ") for line in checks), summary
+    checks, _, signals = summary.partition("Golden signals")
+    lines = [line for line in checks.splitlines() if line.strip()][1:]
+    assert len(lines) == 9 and all(line.startswith("✓ ") for line in lines), summary
     assert "the backend saw its caller as spiffe://cluster.local/ns/demo/" in summary
+    # the demo ends with the golden signals: a row per edge, the demo's own among them
+    rows = [line.split("│") for line in signals.splitlines() if "│" in line]
+    edges = {(row[1].strip(), row[2].strip()) for row in rows if len(row) > 3}
+    assert ("demo/client", "demo/backend") in edges, signals
+    assert ("demo/guest", "demo/backend") in edges, signals
 
 
 def test_the_control_plane_pod_carries_its_revision(
@@ -130,3 +137,40 @@ def test_after_the_upgrade_every_pod_runs_the_new_revision(
     assert outcomes[4].facts["connected"] == {script.FIRST_REVISION: 0, script.SECOND_REVISION: 4}
     assert script.FIRST_REVISION not in states[5].control_planes  # stopped
     assert outcomes[4].facts["caller_after_upgrade"]
+
+
+def test_authorization_refuses_by_identity_and_allows_the_client(
+    walk: tuple[list[StepOutcome], dict[int, State]],
+) -> None:
+    outcomes, states = walk
+    facts = outcomes[script.STEP_AUTHZ - 1].facts
+    assert facts["denied_from"] == "spiffe://cluster.local/ns/demo/sa/guest"
+    assert (facts["denied_status"], facts["denied_body"]) == (403, "RBAC: access denied")
+    assert facts["allowed_status"] == 200
+    assert facts["allowed_caller"] == "spiffe://cluster.local/ns/demo/sa/client"
+    assert list(states[script.STEP_AUTHZ].authorizationpolicies) == [
+        f"demo/{demo_authz.POLICY_NAME}"
+    ]
+
+
+def test_json_reports_every_check_with_exact_request_totals(
+    walk: tuple[list[StepOutcome], dict[int, State]],
+) -> None:
+    outcomes, _ = walk
+    checks = json.loads(json.dumps(report(outcomes, DemoSettings(Path("unused"), MANIFEST))))
+    assert checks["ok"] is True and checks["failed_step"] is None
+    assert (checks["authz_denied_status"], checks["authz_allowed_status"]) == (403, 200)
+    assert checks["requests_edge"] == "demo/client -> demo/backend"
+    # exactly the requests the demo sent from the client to the backend, on both sides
+    assert checks["requests_sent"] >= 1
+    assert checks["requests_total_source"] == checks["requests_sent"]
+    assert checks["requests_total_destination"] == checks["requests_sent"]
+    for name in ("control_plane_ready", "ready_1_of_1_before_injection", "ready_2_of_2", "mtls",
+                 "strict_refused_plaintext", "upgrade_ready_2_of_2", "cleaned_up"):  # fmt: skip
+        assert checks[name] is True, name
+    assert checks["upgrade_connected_sidecars"] == 4
+    [edge] = [e for e in checks["golden_signals"]
+              if (e["source"], e["destination"]) == ("demo/client", "demo/backend")]  # fmt: skip
+    assert edge["success_rate"] == 1.0 and edge["mutual_tls"] is True
+    [denied] = [e for e in checks["golden_signals"] if e["source"] == "demo/guest"]
+    assert denied["requests_destination"] >= 1 and denied["mutual_tls"] is True

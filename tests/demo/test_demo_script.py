@@ -187,7 +187,20 @@ def test_the_summary_has_a_line_per_check_that_passed() -> None:
             "plaintext_refusal": "ConnectionResetError: [Errno 104] reset",
         },
         5: {"pods": pods, "restart_to_ready_s": 9.6, "connected": {"old": 0, "new": 4}},
-        6: {"leftovers": []},
+        6: {
+            "denied_from": "spiffe://cluster.local/ns/demo/sa/guest",
+            "denied_status": 403,
+            "denied_body": "RBAC: access denied",
+            "allowed_from": "spiffe://cluster.local/ns/demo/sa/client",
+            "allowed_status": 200,
+        },
+        7: {
+            "edge": "demo/client -> demo/backend",
+            "requests_sent": 2,
+            "requests_total_source": 2,
+            "requests_total_destination": 2,
+        },
+        8: {"leftovers": []},
     }
     lines = script.proven(facts, first="old", second="new")
     assert lines == [
@@ -200,7 +213,12 @@ def test_the_summary_has_a_line_per_check_that_passed() -> None:
         " mesh traffic still flowed",
         "upgrade: all 4 sidecars moved to new in 10 s; old served none, was stopped, and traffic"
         " still flowed",
+        "AuthorizationPolicy by identity: spiffe://cluster.local/ns/demo/sa/guest refused"
+        " (HTTP 403, RBAC: access denied), spiffe://cluster.local/ns/demo/sa/client allowed"
+        " (HTTP 200)",
+        "golden signals: the demo's 2 requests demo/client -> demo/backend counted exactly by"
+        " both sidecars (reporter=source 2, reporter=destination 2), all over mTLS",
         "cleaned up: no network namespace, process or state left behind",
     ]
     # a run kept running (--keep) has no clean-up step, and says nothing about it
-    assert len(script.proven({n: facts[n] for n in range(1, 6)}, first="old", second="new")) == 6
+    assert len(script.proven({n: facts[n] for n in range(1, 8)}, first="old", second="new")) == 8

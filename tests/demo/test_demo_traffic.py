@@ -1,5 +1,6 @@
-"""`sidemesh demo traffic --json` for real (root): the canary and the resilience features
-measured through real sidecars, one JSON object on stdout, and nothing left behind."""
+"""`sidemesh demo traffic --json` for real (root): the canary, the resilience features, the
+ingress gateway and outbound REGISTRY_ONLY measured through real sidecars, one JSON object on
+stdout, and nothing left behind."""
 
 from __future__ import annotations
 
@@ -41,9 +42,12 @@ def test_the_walk_measures_every_outcome(tmp_path: Path) -> None:
     assert outcomes["breaker_503s"] >= 1
     assert outcomes["ejected"] is True
     assert outcomes["gateway_ok"] is True  # from the host, through the ingress gateway
-    # Not walked by this demo: null, and the reason says so (never a made-up value).
-    assert outcomes["registry_only_refused"] is None
-    assert set(outcomes["not_measured"]) == {"registry_only_refused"}
-    assert outcomes["not_measured"]["registry_only_refused"].startswith("not measured")
+    # REGISTRY_ONLY (the revision's MeshConfig ConfigMap): the host no ServiceEntry declares is
+    # refused by the client's sidecar (Envoy's block_all route answers 502), the entry's passes.
+    assert outcomes["registry_only_refused"] is True
+    assert outcomes["registry_only_unknown_status"] == 502
+    assert outcomes["service_entry_status"] == 200
+    assert outcomes["not_measured"] == {}
+    assert "REGISTRY_ONLY: out of the mesh only to hosts it knows" in result.stderr
     assert "Step 3: canary: 90% v1, 10% v2" in result.stderr
     assert leftovers(state_dir) == []

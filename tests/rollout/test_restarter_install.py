@@ -29,8 +29,10 @@ def test_restarter_flag_and_permissions_only_when_enabled(enabled: bool) -> None
     rules = _of(objects, "ClusterRole")["rules"]
     assert ("--sidecar-restarter" in args) is enabled
     assert all((rule in rules) is enabled for rule in SIDECAR_RESTARTER_RULES)
-    # least privilege: evictions, never deletes; workloads read, never patched
+    # least privilege: in-place pod patches and evictions, never deletes; workloads read, never
+    # patched
     verbs = {(r, v) for rule in rules for r in rule["resources"] for v in rule["verbs"]}
     assert ("pods", "delete") not in verbs and ("deployments", "patch") not in verbs
+    assert (("pods", "patch") in verbs) is enabled
     for obj in objects:
         kubernetes_validate.validate(obj, kubernetes_validate.utils.latest_version(), strict=True)

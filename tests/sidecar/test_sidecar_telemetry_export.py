@@ -3,9 +3,8 @@ access logs, a Zipkin and an OpenTelemetry provider) and a mesh-wide Telemetry i
 namespace turning them on; the collectors are small receivers this test runs on the node
 (Zipkin v2 JSON over HTTP, OTLP/HTTP protobuf), registered as services in istio-system.
 
-What each sidecar emits today: the server side (inbound) writes the access log line and the
-span of every request it serves; the client side counts metrics only (its listeners are
-shared by every proxy of a view, see xds/telemetry_policy.py)."""
+Here: what the server side (inbound) writes, the access log line and the span of every
+request it serves; the client side's (outbound) are in test_client_telemetry.py."""
 
 from __future__ import annotations
 
@@ -212,8 +211,9 @@ def test_zipkin_receives_a_span_per_request_with_istio_tags(mesh: Any) -> None:
     in_netns(client.netns, lambda: _raw_get(BACKEND.vip, "/traced-b3", headers))
 
     def spans() -> list[dict[str, Any]]:
-        return [s for s in _zipkin_spans(zipkin)
-                if s.get("tags", {}).get("http.url", "").endswith("/traced-b3")]  # fmt: skip
+        return [s for s in _zipkin_spans(zipkin)  # the client's span: test_client_telemetry
+                if s.get("tags", {}).get("http.url", "").endswith("/traced-b3")
+                and s.get("kind") == "SERVER"]  # fmt: skip
 
     _wait(kit, lambda: len(spans()) == 1, "the backend's span at Zipkin")
     [span] = spans()

@@ -6,17 +6,11 @@ import datetime
 from collections.abc import AsyncIterator
 
 import pytest
-from xds_testkit import (
-    Envoy,
-    SdsServer,
-    bootstrap,
-    eventually,
-    free_port,
-    workload_certificate,
-)
+from envoy_ack_kit import NODE as NODE  # re-exported: many tests take the node from here
+from envoy_ack_kit import SIDECAR_TYPES, connected_envoy, serving, sidecar_metadata, synced
+from xds_testkit import eventually
 
 from sidemesh.security.ca import CertificateAuthority
-from sidemesh.security.identity import SpiffeId
 from sidemesh.xds.model import (
     Endpoint,
     MeshSnapshot,
@@ -24,9 +18,7 @@ from sidemesh.xds.model import (
     Service,
     ServicePort,
 )
-from sidemesh.xds.server import ControlPlaneConfig, ControlPlaneServer
-
-NODE = "sidecar~10.0.0.5~web-abc.demo~demo.svc.cluster.local"
+from sidemesh.xds.server import ControlPlaneServer
 
 
 def mixed_snapshot(version: int = 1) -> MeshSnapshot:
@@ -64,43 +56,17 @@ def ca() -> CertificateAuthority:
 
 @pytest.fixture
 async def control_plane() -> AsyncIterator[ControlPlaneServer]:
-    server = ControlPlaneServer(
-        config=ControlPlaneConfig(host="127.0.0.1", plaintext_port=0, tls_port=None,
-                                  monitoring_port=0, instance_id="cp-test"),
-        snapshot=mixed_snapshot(),
-    )  # fmt: skip
-    await server.start()
-    yield server
-    await server.stop()
+    async with serving(mixed_snapshot()) as server:
+        yield server
 
 
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
 async def test_envoy_acks_listeners_clusters_and_endpoints(
     control_plane: ControlPlaneServer, ca: CertificateAuthority, delta: bool
 ) -> None:
-    chain, key = workload_certificate(ca, SpiffeId("cluster.local", "demo", "web"))
-    sds = SdsServer(chain, key, ca.root_pem().encode())
-    await sds.server.start()
-    admin = free_port()
-    metadata = {
-        "NAMESPACE": "demo", "SERVICE_ACCOUNT": "web", "LABELS": {"app": "web"},
-        "ISTIO_VERSION": "1.28.0", "REVISION": "canary",
-        "SIDEMESH_OUTBOUND_BIND": f"127.0.0.1:{free_port()}",
-        "SIDEMESH_INBOUND_BIND": f"127.0.0.1:{free_port()}",
-    }  # fmt: skip
-    envoy = Envoy(bootstrap(node_id=NODE, metadata=metadata, xds_port=control_plane.ports["xds"],
-                            sds_port=sds.port, admin_port=admin, delta=delta), admin)  # fmt: skip
-    envoy.start()
-    try:
-
-        def synced() -> bool:
-            rows = control_plane.ads.status()
-            if len(rows) != 1:
-                return False
-            types = rows[0]["types"]
-            return all(types.get(t, {}).get("status") == "SYNCED" for t in ("cds", "eds", "lds"))
-
-        await eventually(synced, timeout=30)
+    metadata = sidecar_metadata(ISTIO_VERSION="1.28.0", REVISION="canary")
+    async with connected_envoy(ca, control_plane, metadata=metadata, delta=delta) as envoy:
+        await eventually(lambda: synced(control_plane, *SIDECAR_TYPES), timeout=30)
         row = control_plane.ads.status()[0]
         assert row["revision"] == "canary"
         assert row["protocol"] == ("delta" if delta else "sotw")
@@ -130,11 +96,8 @@ async def test_envoy_acks_listeners_clusters_and_endpoints(
             return "10.0.0.8:8080" in await envoy.admin_async("/clusters")
 
         await eventually(has_new_endpoint)
-        await eventually(synced)
+        await eventually(lambda: synced(control_plane, *SIDECAR_TYPES))
         assert control_plane.xds_metrics.nacks == {}
         metrics = control_plane.render_metrics()
         assert "pilot_xds 1" in metrics and 'pilot_xds_pushes{type="eds"}' in metrics
-    finally:
-        envoy.stop()
-        await sds.server.stop(None)
     assert "error" not in envoy.logs().lower() or "NACK" not in envoy.logs(), envoy.logs()

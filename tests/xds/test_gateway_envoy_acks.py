@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from envoy_ack_kit import connected_envoy, serving, synced
 from test_envoy_acks import ca  # noqa: F401  (the fixture)
 from test_gateway_listeners import cluster_objects
-from xds_testkit import Envoy, SdsServer, bootstrap, eventually, free_port, workload_certificate
+from xds_testkit import Envoy, eventually, free_port, workload_certificate
 
 from sidemesh.api.config import MeshConfig
 from sidemesh.security.ca import CertificateAuthority
@@ -20,7 +21,7 @@ from sidemesh.security.identity import SpiffeId
 from sidemesh.xds.builder import build_snapshot
 from sidemesh.xds.convert import object_key
 from sidemesh.xds.model import MeshSnapshot
-from sidemesh.xds.server import ControlPlaneConfig, ControlPlaneServer
+from sidemesh.xds.server import ControlPlaneServer
 
 ROUTER = "router~127.0.0.1~ingress-0.edge~edge.svc.cluster.local"
 
@@ -79,33 +80,13 @@ async def gateway_envoy(
     snapshot: MeshSnapshot,
 ) -> AsyncIterator[tuple[ControlPlaneServer, Envoy]]:
     """A control plane serving `snapshot` and a real Envoy connected to it as a gateway."""
-    server = ControlPlaneServer(
-        config=ControlPlaneConfig(host="127.0.0.1", plaintext_port=0, tls_port=None,
-                                  monitoring_port=0, instance_id="cp-test"),
-        snapshot=snapshot,
-    )  # fmt: skip
-    await server.start()
-    chain, key = workload_certificate(authority, SpiffeId("cluster.local", "edge", "ingress"))
-    sds = SdsServer(chain, key, authority.root_pem().encode())
-    await sds.server.start()
-    admin = free_port()
     metadata = {"NAMESPACE": "edge", "SERVICE_ACCOUNT": "ingress",
                 "LABELS": {"istio": "ingressgateway"}}  # fmt: skip
-    envoy = Envoy(bootstrap(node_id=ROUTER, metadata=metadata, xds_port=server.ports["xds"],
-                            sds_port=sds.port, admin_port=admin, delta=True), admin)  # fmt: skip
-    envoy.start()
-    try:
+    async with (
+        serving(snapshot) as server,
+        connected_envoy(authority, server, node=ROUTER, metadata=metadata, delta=True) as envoy,
+    ):
         yield server, envoy
-    finally:
-        envoy.stop()
-        await sds.server.stop(None)
-        await server.stop()
-
-
-def synced(server: ControlPlaneServer, *types: str) -> bool:
-    rows = server.ads.status()
-    found = rows[0]["types"] if len(rows) == 1 else {}
-    return all(found.get(t, {}).get("status") == "SYNCED" for t in types)
 
 
 async def listener_names(envoy: Envoy) -> list[str]:

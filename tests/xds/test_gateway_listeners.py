@@ -158,9 +158,12 @@ def test_router_nodes_are_gateways() -> None:
     [
         ([server(80, "HTTP", ["*"])], [], [8080], None),  # Service port 80 → targetPort 8080
         ([server(9000, "HTTP", ["*"])], [], [9000], None),  # no Service port: the number
-        ([server(31400, "TCP", ["*"])], [], [], "protocol 'TCP' is not served"),
-        ([server(443, "HTTPS", ["a.example.com"], tls={"mode": "PASSTHROUGH"})], [], [],
-         "TLS mode PASSTHROUGH is not served"),
+        ([server(31400, "TCP", ["*"])], [], [31400], None),  # xds.gateway_passthrough
+        ([server(443, "HTTPS", ["a.example.com"], tls={"mode": "PASSTHROUGH"})], [], [8443],
+         None),
+        ([server(443, "TLS", ["a.example.com"], tls={"mode": "AUTO_PASSTHROUGH"})], [], [],
+         "TLS mode AUTO_PASSTHROUGH (multi-network east-west) is not served"),
+        ([server(9000, "UDP", ["*"])], [], [], "protocol 'UDP' is not served"),
         ([server(443, "HTTPS", ["a.example.com"], tls={"mode": "SIMPLE", "credentialName": "c"})],
          [], [], "credentialName 'c': no usable TLS Secret of that name in namespace 'edge'"),
         # a Secret elsewhere is never used: the gateway's own namespace only
@@ -180,6 +183,8 @@ def test_router_nodes_are_gateways() -> None:
         ([server(80, "HTTP", ["a.example.com"]),
           server(80, "HTTPS", ["b.example.com"], tls={"mode": "ISTIO_MUTUAL"})],
          [], [8080], "port 8080 already serves plain HTTP"),
+        ([server(31400, "TCP", ["*"]), server(31400, "TCP", ["*"])],
+         [], [31400], "one TCP server per port"),
         ([server(443, "HTTPS", ["a.example.com"], tls={"mode": "ISTIO_MUTUAL"}),
           server(443, "HTTPS", ["a.example.com", "b.example.com"], tls={"mode": "ISTIO_MUTUAL"})],
          [], [8443], "already claims these hosts"),

@@ -20,18 +20,17 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
 )
+from envoy_ack_kit import connected_envoy
 from google.protobuf import json_format
 from test_envoy_acks import (  # noqa: F401  (ca, control_plane: the fixtures)
-    NODE,
     ca,
     control_plane,
     mixed_snapshot,
 )
-from xds_testkit import Envoy, SdsServer, bootstrap, eventually, free_port, workload_certificate
+from xds_testkit import eventually, free_port
 
 from sidemesh.cli.proxy_status import proxy_status
 from sidemesh.security.ca import CertificateAuthority
-from sidemesh.security.identity import SpiffeId
 from sidemesh.xds.cache import Resource, TypedResources
 from sidemesh.xds.proxy import ProxyInfo
 from sidemesh.xds.resource_names import TYPE_LISTENER
@@ -123,19 +122,7 @@ async def test_a_refused_push_is_shown_and_the_proxy_keeps_serving(
 ) -> None:
     probe_port = free_port()
     forger = Forger(control_plane, answering_listener(probe_port, "v1"))
-    chain, key = workload_certificate(ca, SpiffeId("cluster.local", "demo", "web"))
-    sds = SdsServer(chain, key, ca.root_pem().encode())
-    await sds.server.start()
-    admin = free_port()
-    metadata = {
-        "NAMESPACE": "demo", "SERVICE_ACCOUNT": "web", "LABELS": {"app": "web"},
-        "SIDEMESH_OUTBOUND_BIND": f"127.0.0.1:{free_port()}",
-        "SIDEMESH_INBOUND_BIND": f"127.0.0.1:{free_port()}",
-    }  # fmt: skip
-    envoy = Envoy(bootstrap(node_id=NODE, metadata=metadata, xds_port=control_plane.ports["xds"],
-                            sds_port=sds.port, admin_port=admin), admin)  # fmt: skip
-    envoy.start()
-    try:
+    async with connected_envoy(ca, control_plane) as envoy:
         await eventually(lambda: lds(control_plane).get("status") == "SYNCED", timeout=30)
         good_version = lds(control_plane)["acked"]
         assert await asyncio.to_thread(get, probe_port) == "v1"
@@ -173,6 +160,3 @@ async def test_a_refused_push_is_shown_and_the_proxy_keeps_serving(
         await eventually(lambda: lds(control_plane).get("status") == "SYNCED", timeout=30)
         assert lds(control_plane)["error"] is None
         assert control_plane.xds_metrics.nacks == {"lds": 1}  # counted once, not re-sent
-    finally:
-        envoy.stop()
-        await sds.server.stop(None)

@@ -7,21 +7,19 @@ REGISTRY_ONLY."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from test_envoy_acks import NODE, ca, mixed_snapshot  # noqa: F401  (ca: the fixture)
-from xds_testkit import Envoy, SdsServer, bootstrap, eventually, free_port, workload_certificate
+from envoy_ack_kit import acked
+from test_envoy_acks import ca, mixed_snapshot  # noqa: F401  (ca: the fixture)
+from xds_testkit import Envoy
 
 from sidemesh.api import networking
 from sidemesh.api.config import MeshConfig
 from sidemesh.security.ca import CertificateAuthority
-from sidemesh.security.identity import SpiffeId
 from sidemesh.xds.builder import build_snapshot
 from sidemesh.xds.convert import object_key
 from sidemesh.xds.model import MeshSnapshot
-from sidemesh.xds.server import ControlPlaneConfig, ControlPlaneServer
 
 HOST = "web.demo.svc.cluster.local"
 
@@ -90,7 +88,7 @@ async def test_envoy_acks_every_traffic_field(ca: CertificateAuthority) -> None:
         assert f"outbound|80|v2|{HOST}::observability_name" in clusters
         assert f"outbound|80|v2|{HOST}::10." not in clusters
 
-    await _acked(ca, traffic_snapshot(), check)
+    await acked(ca, traffic_snapshot(), check)
 
 
 def entries_and_routing_gaps() -> MeshSnapshot:
@@ -155,46 +153,4 @@ async def test_envoy_acks_service_entries_and_the_routing_gaps(
         clusters = await envoy.admin_async("/clusters")
         assert "outbound|80||api.example.com::127.0.0.1:80" in clusters  # resolved by Envoy
 
-    await _acked(ca, entries_and_routing_gaps(), check)
-
-
-async def _acked(
-    ca: CertificateAuthority,  # noqa: F811
-    snapshot: MeshSnapshot,
-    check: Callable[[Envoy], Awaitable[None]],
-) -> None:
-    """Serve `snapshot` to a real Envoy, wait until every type is SYNCED without a NACK, then
-    `check` what Envoy runs."""
-    server = ControlPlaneServer(
-        config=ControlPlaneConfig(host="127.0.0.1", plaintext_port=0, tls_port=None,
-                                  monitoring_port=0, instance_id="cp-test"),
-        snapshot=snapshot,
-    )  # fmt: skip
-    await server.start()
-    chain, key = workload_certificate(ca, SpiffeId("cluster.local", "demo", "web"))
-    sds = SdsServer(chain, key, ca.root_pem().encode())
-    await sds.server.start()
-    admin = free_port()
-    metadata = {
-        "NAMESPACE": "demo", "SERVICE_ACCOUNT": "web", "LABELS": {"app": "web"},
-        "SIDEMESH_OUTBOUND_BIND": f"127.0.0.1:{free_port()}",
-        "SIDEMESH_INBOUND_BIND": f"127.0.0.1:{free_port()}",
-    }  # fmt: skip
-    envoy = Envoy(bootstrap(node_id=NODE, metadata=metadata, xds_port=server.ports["xds"],
-                            sds_port=sds.port, admin_port=admin, delta=True), admin)  # fmt: skip
-    envoy.start()
-    try:
-
-        def synced() -> bool:
-            rows = server.ads.status()
-            types = rows[0]["types"] if len(rows) == 1 else {}
-            return all(types.get(t, {}).get("status") == "SYNCED" for t in ("cds", "eds", "lds"))
-
-        await eventually(synced, timeout=30)
-        assert server.xds_metrics.nacks == {}, server.ads.status()
-        await eventually(lambda: envoy.stat_is("cluster_manager.warming_clusters", 0))
-        await check(envoy)
-    finally:
-        envoy.stop()
-        await sds.server.stop(None)
-        await server.stop()
+    await acked(ca, entries_and_routing_gaps(), check)

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from sidemesh.agent import parsing
 from sidemesh.agent.settings import AgentSettings
+from sidemesh.api.envoy_runtime import layered_runtime
 
 XDS_CLUSTER: Final = "xds-grpc"
 SDS_CLUSTER: Final = "sds-grpc"
@@ -281,6 +282,7 @@ def build_bootstrap(settings: AgentSettings) -> dict[str, Any]:
         },
         "admin": {"address": _socket_address(localhost, ports.admin)},
         "overload_manager": _overload_manager(),
+        "layered_runtime": layered_runtime(),
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "DELTA_GRPC" if settings.control_plane.delta else "GRPC",

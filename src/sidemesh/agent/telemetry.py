@@ -42,8 +42,10 @@ def workload_metadata(settings: AgentSettings) -> peer.WorkloadMetadata:
 
 
 def envoy_environment(settings: AgentSettings) -> dict[str, str]:
-    """The variables Envoy must run with for its telemetry configuration."""
-    return peer.envoy_environment(workload_metadata(settings))
+    """The variables Envoy must run with for its telemetry configuration: its workload's peer
+    metadata, and its OpenTelemetry resource (the span service, `service.name`)."""
+    metadata = workload_metadata(settings)
+    return {**peer.envoy_environment(metadata), **peer.otel_resource_attributes(metadata)}
 
 
 def _istio_line(line: str) -> str:

@@ -6,10 +6,12 @@ not there, and what two of them make undefined. Pure: stored objects in, finding
 * IST0101 ReferencedResourceNotFound: a route to a host the mesh does not know (no Service,
   no ServiceEntry), or to a subset no DestinationRule of that host defines;
 * IST0109 ConflictingMeshGatewayVirtualServiceHosts: two VirtualServices bound to the `mesh`
-  gateway for one host (only one of them takes effect);
+  gateway for one host (only the oldest takes effect, and the finding names it);
 * IST0130 VirtualServiceUnreachableRule: an HTTP/TCP rule after a rule that matches everything;
 * IST0173 DestinationRuleSubsetNotSelectPods: a subset no pod of its service carries the
-  labels of (requests routed to it fail with 503 UH, no healthy upstream).
+  labels of (requests routed to it fail with 503 UH, no healthy upstream);
+* SM0015 SidecarListenerNotServed: a Sidecar listener asking for what is not done
+  (`analyze.sidecar_resource`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,19 @@ from typing import Any
 
 from sidemesh.analyze import findings as codes
 from sidemesh.analyze.findings import Finding
+from sidemesh.analyze.sidecar_resource import sidecar_findings
 from sidemesh.api import networking
-from sidemesh.api.networking import DestinationRule, Resource, ServiceEntry, VirtualService
+from sidemesh.api.networking import (
+    DestinationRule,
+    Resource,
+    ServiceEntry,
+    Sidecar,
+    VirtualService,
+)
 from sidemesh.api.networking.common import Destination
 from sidemesh.api.networking.virtual_service import MESH_GATEWAY, HTTPRoute, TCPRoute, TLSRoute
 from sidemesh.kube.snapshot import Object, labels_of, name_of, namespace_of
+from sidemesh.xds.config_order import config_order
 from sidemesh.xds.model import resolve_host
 
 DOMAIN = "cluster.local"
@@ -40,6 +50,7 @@ class TrafficConfig:
     destination_rules: tuple[Object, ...] = ()
     service_entries: tuple[Object, ...] = ()
     services: tuple[Object, ...] = ()
+    sidecars: tuple[Object, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ class _Mesh:
             config.destination_rules
         )
         entries: list[Resource[ServiceEntry]] = self._parse(config.service_entries)
+        self.sidecars: list[Resource[Sidecar]] = self._parse(config.sidecars)
         self.services: dict[str, Object] = {
             f"{name_of(s)}.{namespace_of(s)}.svc.{DOMAIN}": s for s in config.services
         }
@@ -181,12 +193,17 @@ def conflicting_hosts(mesh: _Mesh, scope: set[str] | None) -> Iterator[Finding]:
         if len(claimants) < 2:
             continue
         listed = ", ".join(sorted(f"{v.namespace}/{v.name}" for v in claimants))
+        # Istio's rule (and sidemesh's, `xds.config_order`): sidecars use the oldest only.
+        winner = min(claimants, key=config_order)
+        won = f"{winner.namespace}/{winner.name}"
         for vs in claimants:
             if _in_scope(vs.namespace, scope):
                 yield Finding(
                     codes.CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS, vs.describe(),
                     f"the VirtualServices {listed} bound to the mesh gateway all define host "
-                    f"{host}: only one of them takes effect, which one is undefined",
+                    f"{host}: only the oldest, {won}, takes effect for sidecars (by "
+                    "creationTimestamp, then name, then namespace)"
+                    + ("" if vs is winner else "; this one's rules for the host are ignored"),
                     "merge them into a single VirtualService for the host",
                 )  # fmt: skip
 
@@ -276,4 +293,5 @@ def traffic_findings(
         *conflicting_hosts(mesh, namespaces),
         *unreachable_rules(mesh, namespaces),
         *subsets_without_pods(mesh, namespaces, pods, pod_namespaces),
+        *sidecar_findings(mesh.sidecars, namespaces),
     ]

@@ -1,6 +1,6 @@
-"""Loading the traffic configuration `analyze` reads: VirtualServices, DestinationRules and
-ServiceEntries of every namespace (a conflict or a subset may come from another namespace)
-and every Service. A cluster without Istio's CRDs simply has none."""
+"""Loading the traffic configuration `analyze` reads: VirtualServices, DestinationRules,
+ServiceEntries and Sidecars of every namespace (a conflict or a subset may come from another
+namespace) and every Service. A cluster without Istio's CRDs simply has none."""
 
 from __future__ import annotations
 
@@ -42,4 +42,5 @@ async def load_traffic_config(client: AsyncClient) -> TrafficConfig:
         destination_rules=await _networking(client, "DestinationRule"),
         service_entries=await _networking(client, "ServiceEntry"),
         services=tuple(await kube.list_objects(client, _SERVICE)),
+        sidecars=await _networking(client, "Sidecar"),
     )

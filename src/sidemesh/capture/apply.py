@@ -133,7 +133,13 @@ def _restore(family: FamilyRules, transaction: str) -> None:
         match = _RESTORE_ERROR_LINE.search(detail)
         lines = transaction.splitlines()
         if match and 0 < int(match.group(1)) <= len(lines):
-            detail += f"\noffending input line: {lines[int(match.group(1)) - 1]}"
+            offending = lines[int(match.group(1)) - 1]
+            detail += f"\noffending input line: {offending}"
+            if "-m socket" in offending:
+                detail += (
+                    "\nthe kernel's socket match (xt_socket) is missing: load it, or pass"
+                    " --while-proxy-down refuse to capture without holding connections"
+                )
         raise CaptureError(f"{family.restore_command} failed: {detail}")
 
 

@@ -43,6 +43,7 @@ FLAG_INCLUDE_OUTBOUND_PORTS: Final = "-q/--istio-include-outbound-ports"
 FLAG_EXCLUDE_OUTBOUND_PORTS: Final = "-o/--istio-exclude-outbound-ports"
 FLAG_VIRTUAL_INTERFACES: Final = "-k/--kube-virt-interfaces"
 FLAG_EXCLUDE_INTERFACES: Final = "-c/--istio-exclude-interfaces"
+FLAG_WHILE_PROXY_DOWN: Final = "--while-proxy-down"
 
 # Linux interface names are at most 15 bytes; iptables adds a trailing "+" wildcard. Anything
 # else (spaces, newlines, quotes) could change the meaning of the restore input.
@@ -58,6 +59,19 @@ class InterceptionMode(enum.StrEnum):
 
     REDIRECT = "REDIRECT"
     TPROXY = "TPROXY"
+
+
+class WhileProxyDown(enum.StrEnum):
+    """What a captured connection meets while nothing listens on the proxy's port (the proxy
+    is restarting, or not started yet).
+
+    HOLD drops the connection's SYN, so the client's TCP sends it again (after 1 s, then
+    backing off) and connects once the proxy listens: a restart delays connections instead of
+    failing them. The price: with the proxy gone for good, connects hang until the client's
+    own timeout instead of failing at once. REFUSE is the kernel's plain answer, a reset."""
+
+    HOLD = "hold"
+    REFUSE = "refuse"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +93,7 @@ class CaptureConfig:
     exclude_outbound_ports: tuple[int, ...] = ()
     reroute_virtual_interfaces: tuple[str, ...] = ()
     exclude_interfaces: tuple[str, ...] = ()
+    while_proxy_down: WhileProxyDown = WhileProxyDown.HOLD
 
     @property
     def captures_inbound(self) -> bool:
@@ -102,6 +117,7 @@ def parse_capture_config(
     exclude_outbound_ports: str = "",
     reroute_virtual_interfaces: str = "",
     exclude_interfaces: str = "",
+    while_proxy_down: str = WhileProxyDown.HOLD.value,
 ) -> CaptureConfig:
     """Parse istio-iptables flag values; raise ValueError naming the flag of a bad value.
 
@@ -137,6 +153,7 @@ def parse_capture_config(
             reroute_virtual_interfaces, FLAG_VIRTUAL_INTERFACES
         ),
         exclude_interfaces=_parse_interfaces(exclude_interfaces, FLAG_EXCLUDE_INTERFACES),
+        while_proxy_down=_parse_while_proxy_down(while_proxy_down),
     )
 
 
@@ -185,6 +202,16 @@ def _parse_mode(text: str) -> InterceptionMode:
     except ValueError:
         choices = ", ".join(mode.value for mode in InterceptionMode)
         raise ValueError(f"{FLAG_MODE}: unknown mode {text!r} (choose from {choices})") from None
+
+
+def _parse_while_proxy_down(text: str) -> WhileProxyDown:
+    try:
+        return WhileProxyDown(text.strip().lower())
+    except ValueError:
+        choices = ", ".join(choice.value for choice in WhileProxyDown)
+        raise ValueError(
+            f"{FLAG_WHILE_PROXY_DOWN}: unknown value {text!r} (choose from {choices})"
+        ) from None
 
 
 def _parse_route_table(text: str) -> int:

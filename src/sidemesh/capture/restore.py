@@ -27,9 +27,18 @@ CHAIN_IN_REDIRECT: Final = "ISTIO_IN_REDIRECT"
 CHAIN_OUTPUT: Final = "ISTIO_OUTPUT"
 CHAIN_DIVERT: Final = "ISTIO_DIVERT"
 CHAIN_TPROXY: Final = "ISTIO_TPROXY"
+CHAIN_AWAIT_PROXY: Final = "ISTIO_AWAIT_PROXY"
 
 OUR_CHAINS: Final = frozenset(
-    {CHAIN_INBOUND, CHAIN_REDIRECT, CHAIN_IN_REDIRECT, CHAIN_OUTPUT, CHAIN_DIVERT, CHAIN_TPROXY}
+    {
+        CHAIN_INBOUND,
+        CHAIN_REDIRECT,
+        CHAIN_IN_REDIRECT,
+        CHAIN_OUTPUT,
+        CHAIN_DIVERT,
+        CHAIN_TPROXY,
+        CHAIN_AWAIT_PROXY,
+    }
 )
 """Every chain sidemesh may create, in any table; cleanup removes these and nothing else."""
 
@@ -113,7 +122,7 @@ def plan_transaction(desired: Sequence[TableRules], saved: Mapping[str, SavedTab
 
 def _holds_ours(table: SavedTable) -> bool:
     return bool(table.user_chains & OUR_CHAINS) or any(
-        _jump_target(rule) in OUR_CHAINS for rule in table.rules
+        jump_target(rule) in OUR_CHAINS for rule in table.rules
     )
 
 
@@ -123,7 +132,7 @@ def _plan_table(name: str, desired: TableRules | None, saved: SavedTable) -> str
     wanted_jumps = list(desired.jumps) if desired else []
     deletions: list[Rule] = []
     for rule in saved.rules:
-        target = _jump_target(rule)
+        target = jump_target(rule)
         if target not in OUR_CHAINS or rule.chain in OUR_CHAINS:
             continue  # not a jump into our chains, or inside one (rewritten anyway)
         if rule.chain not in saved.builtin_chains and target not in stale_chains:
@@ -150,7 +159,8 @@ def _tokens(spec: str) -> list[str]:
         return spec.split()
 
 
-def _jump_target(rule: Rule) -> str | None:
+def jump_target(rule: Rule) -> str | None:
+    """The chain or target `rule` jumps to (None: it has no -j/-g)."""
     tokens = _tokens(rule.spec)
     for flag, target in itertools.pairwise(tokens):
         if flag in ("-j", "--jump", "-g", "--goto"):

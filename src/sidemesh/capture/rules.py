@@ -15,8 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from sidemesh.capture.config import ALL, CaptureConfig, InterceptionMode, IPNetwork
+from sidemesh.capture.config import (
+    ALL,
+    CaptureConfig,
+    InterceptionMode,
+    IPNetwork,
+    WhileProxyDown,
+)
 from sidemesh.capture.restore import (
+    CHAIN_AWAIT_PROXY,
     CHAIN_DIVERT,
     CHAIN_IN_REDIRECT,
     CHAIN_INBOUND,
@@ -25,6 +32,7 @@ from sidemesh.capture.restore import (
     CHAIN_TPROXY,
     Rule,
     TableRules,
+    jump_target,
     plan_transaction,
 )
 
@@ -124,9 +132,17 @@ def build_capture_rules(config: CaptureConfig) -> RuleSet:
 
 def _build_family(config: CaptureConfig, addresses: _Addresses) -> FamilyRules:
     tproxy = config.mode is InterceptionMode.TPROXY and config.captures_inbound
-    tables = [_nat_table(config, addresses)]
+    nat = _nat_table(config, addresses)
+    tables = [nat]
     if tproxy:
         tables.append(_mangle_table(config, addresses))
+    # IPv4 only: the proxy's capture listeners bind 0.0.0.0, so nothing ever listens for an
+    # IPv6 connection redirected to them; held, it would hang until the app gives up instead
+    # of being refused at once (and an app trying IPv6 first would not fall back quickly).
+    if config.while_proxy_down is WhileProxyDown.HOLD and addresses.family == 4:
+        held = _filter_table(config, nat)
+        if held is not None:
+            tables.append(held)
     return FamilyRules(
         family=addresses.family,
         tables=tuple(tables),
@@ -155,6 +171,39 @@ def _nat_table(config: CaptureConfig, addresses: _Addresses) -> TableRules:
         table="nat",
         chains=(CHAIN_INBOUND, CHAIN_REDIRECT, CHAIN_IN_REDIRECT, CHAIN_OUTPUT),
         jumps=tuple(jumps),
+        rules=tuple(rules),
+    )
+
+
+def _filter_table(config: CaptureConfig, nat: TableRules) -> TableRules | None:
+    """Hold connections redirected to the proxy while it does not listen: their SYN is
+    dropped rather than answered with a reset, so the client's TCP retries the handshake
+    (1 s later, then backing off) and connects once the proxy is back (`WhileProxyDown`).
+
+    Only the ports NAT actually redirects to are held. A SYN is let through when the socket
+    match finds a listener on its destination; `--nowildcard` makes the match count a listener
+    bound to the wildcard address, which is how Envoy binds. (In TPROXY mode, inbound SYNs
+    that find no transparent listener are already dropped by the TPROXY target itself.)"""
+    jumped_to = {jump_target(rule) for rule in nat.rules}
+    ports = [port for port, chain in ((config.proxy_port, CHAIN_REDIRECT),
+                                      (config.inbound_capture_port, CHAIN_IN_REDIRECT))
+             if chain in jumped_to]  # fmt: skip
+    if not ports:
+        return None
+    rules: list[Rule] = []
+    for port in dict.fromkeys(ports):
+        rules.append(
+            Rule(
+                CHAIN_AWAIT_PROXY, f"-p tcp -m tcp --dport {port} -m socket --nowildcard -j RETURN"
+            )
+        )
+        rules.append(Rule(CHAIN_AWAIT_PROXY, f"-p tcp -m tcp --dport {port} -j DROP"))
+    return TableRules(
+        table="filter",
+        chains=(CHAIN_AWAIT_PROXY,),
+        jumps=(
+            Rule("INPUT", f"-p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j {CHAIN_AWAIT_PROXY}"),
+        ),
         rules=tuple(rules),
     )
 

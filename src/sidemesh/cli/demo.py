@@ -3,7 +3,8 @@
 Each step shows the command as the guide types it (kubectl) and the `sidemesh local` command
 run here, then checks the outcome (not just the output). Exit codes: 0 every step as the guide
 says, 1 a step's outcome was wrong, 3 this host cannot run it (nothing is created),
-130 interrupted (cleaned up).
+130 interrupted (cleaned up). `--json` prints one object of every check's outcome on stdout
+(the narration goes to stderr), with the same exit codes.
 """
 
 from __future__ import annotations
@@ -49,19 +50,33 @@ EXIT_INTERRUPTED = 130
     is_flag=True,
     help="Against a real API server ($KUBEBUILDER_ASSETS) with kubectl, this host its node.",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object of every check's outcome (the narration goes to stderr).",
+)
 @click.pass_context
 def demo(
-    ctx: click.Context, keep: bool, state_dir: Path | None, manifest: Path | None, kube: bool
+    ctx: click.Context,
+    keep: bool,
+    state_dir: Path | None,
+    manifest: Path | None,
+    kube: bool,
+    as_json: bool,
 ) -> None:
-    """Walk through sidecar injection: control plane, labels, restart, mTLS, upgrade.
+    """Walk through sidecar injection: control plane, labels, restart, mTLS, upgrade,
+    authorization by identity, and the golden signals of the demo's traffic.
 
     `sidemesh demo traffic` walks traffic management instead (canary, retries, timeout,
     circuit breaker, outlier ejection)."""
     if ctx.invoked_subcommand is not None:
         return
-    from sidemesh.demo.runner import DemoSettings, environment_problems, run_demo
+    from sidemesh.demo.runner import DemoSettings, environment_problems, report, run_demo
 
-    console = make_console()
+    if as_json and kube:
+        raise click.UsageError("--json reports the local demo's checks; it does not take --kube")
+    console = make_console(stderr=as_json)
     problems = environment_problems()
     if problems:
         click.echo("sidemesh demo cannot run here:", err=True)
@@ -89,6 +104,10 @@ def demo(
     except KeyboardInterrupt:
         click.echo("interrupted: cleaned up", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
+    if as_json:
+        import orjson
+
+        click.echo(orjson.dumps(report(outcomes, settings)).decode())
     if not outcomes or not all(o.ok for o in outcomes):
         raise SystemExit(EXIT_FAILED)
     if keep:
@@ -137,7 +156,9 @@ def _demo_kube(keep: bool, state_dir: Path | None, app: Path, console: Console) 
 )
 def traffic(keep: bool, state_dir: Path | None, as_json: bool) -> None:
     """Walk a canary on this host: v1 -> 90/10 -> 50/50 -> v2, retries hiding a faulty
-    version, a timeout, a circuit breaker and outlier ejection, each outcome measured."""
+    version, a timeout, a circuit breaker, outlier ejection, the ingress gateway and outbound
+    REGISTRY_ONLY (a ServiceEntry's host passes, an undeclared one is refused), each outcome
+    measured."""
     import orjson
     from rich.console import Console
 

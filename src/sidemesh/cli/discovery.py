@@ -39,7 +39,11 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 )
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--injector-config", type=_FILE, help="Injector config (Istio's `config` key).")
-@click.option("--mesh-config", type=_FILE, help="MeshConfig (YAML).")
+@click.option(
+    "--mesh-config",
+    type=_FILE,
+    help="MeshConfig (YAML). With --registry-file it is re-read when it changes.",
+)
 @click.option("--values", type=_FILE, help="Injector values (YAML).")
 @click.option("--revision", default="default", show_default=True, help="Control-plane revision.")
 @click.option(
@@ -198,6 +202,8 @@ def discovery(
                     tls_port=xds_tls_port or None,
                     monitoring_port=monitoring_port or None,
                     registry_files=registry_files,
+                    # Single host: changes to the file reach the proxies without a restart.
+                    mesh_file=mesh_config,
                     ca_dir=ca_dir,
                     token_file=token_file,
                     kube=kube,

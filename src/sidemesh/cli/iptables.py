@@ -140,6 +140,13 @@ def _value(*names: str, default: str | None, help: str) -> Callable[[_F], _F]:
     default="",
     help="Comma list of interfaces whose traffic is never captured.",
 )
+@_value(
+    "--while-proxy-down",
+    "while_proxy_down",
+    default="hold",
+    help="Captured connections while the proxy does not listen (restart, start-up): 'hold'"
+    " drops their SYN so the client's TCP retries until it listens; 'refuse' resets them.",
+)
 @click.option("-n", "--dry-run", is_flag=True, help="Print the rules; change nothing.")
 @click.option("--cleanup", is_flag=True, help="Remove our chains, jumps and routing instead.")
 def iptables(
@@ -159,6 +166,7 @@ def iptables(
     exclude_outbound_ports: str,
     reroute_virtual_interfaces: str,
     exclude_interfaces: str,
+    while_proxy_down: str,
     dry_run: bool,
     cleanup: bool,
 ) -> None:
@@ -181,6 +189,7 @@ def iptables(
             exclude_outbound_ports=exclude_outbound_ports,
             reroute_virtual_interfaces=reroute_virtual_interfaces,
             exclude_interfaces=exclude_interfaces,
+            while_proxy_down=while_proxy_down,
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None

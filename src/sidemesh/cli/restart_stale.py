@@ -1,5 +1,6 @@
-"""`sidemesh restart-stale -n NS [--dry-run]`: replace the pods whose sidecar is not the one
-their namespace selects now, one workload at a time, through the Eviction API."""
+"""`sidemesh restart-stale -n NS [--dry-run]`: bring up to date the pods whose sidecar is not
+the one their namespace selects now, one workload at a time: in place where the planner can
+(only istio-proxy restarts), else through the Eviction API."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from sidemesh.cli.install import cluster_options, run_against_cluster
 @click.command("restart-stale")
 @click.option("-n", "--namespace", "namespaces", multiple=True, required=True,
               help="A namespace to check (repeatable).")  # fmt: skip
-@click.option("--dry-run", is_flag=True, help="List what would be restarted; evict nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="List what would be upgraded or restarted; change nothing."
+)
 @click.option(
     "--eviction-timeout", type=float, default=600.0, show_default=True,
     help="Seconds a PodDisruptionBudget may hold one eviction before the run stops.",
@@ -37,7 +40,8 @@ def restart_stale(
     context: str | None,
 ) -> None:
     """Restart workloads running a sidecar of another revision or template than their
-    namespace selects (or none where one is due). PodDisruptionBudgets hold; the first
+    namespace selects (or none where one is due). Pods that can be upgraded in place are
+    patched (only istio-proxy restarts); the rest are evicted. PodDisruptionBudgets hold; the first
     failure stops the run. Namespaces without injection are never touched."""
     from sidemesh.rollout.restarter import Restarter, RestartResult, RestartSettings
 
@@ -60,7 +64,8 @@ def restart_stale(
         rows = [
             {"namespace": r.restart.namespace, "workload": r.restart.workload,
              "pods": [p.name for p in r.restart.pods], "status": r.status,
-             "detail": r.detail or r.restart.reason, "evictionsRefused": r.evictions_refused}
+             "detail": r.detail or r.restart.reason, "evictionsRefused": r.evictions_refused,
+             "upgradedInPlace": list(r.upgraded_in_place), "evicted": list(r.evicted)}
             for r in results
         ]  # fmt: skip
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())

@@ -9,11 +9,9 @@ Cleanup (`sidemesh local down`) runs on the way out, also after Ctrl-C or SIGTER
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,27 +23,19 @@ from rich.rule import Rule
 from rich.text import Text
 
 from sidemesh.api import names
-from sidemesh.demo import script
+from sidemesh.demo import demo_report, script
+from sidemesh.demo.demo_report import StepOutcome
+from sidemesh.demo.demo_steps import LaterSteps
 from sidemesh.demo.script import Command, same_command
-from sidemesh.demo.session import DemoSettings, Session, StepFailed
+from sidemesh.demo.session import DemoSettings, StepFailed
 from sidemesh.local import network
 from sidemesh.local.naming import runtime_prefix
-
-
-@dataclass
-class StepOutcome:
-    number: int
-    title: str
-    ok: bool
-    facts: dict[str, Any] = field(default_factory=dict)
-    error: str = ""
-
 
 Observer = Callable[["Demo", StepOutcome], None]
 DECORATION_WIDTH = 80  # rules and panels; the text itself is never wrapped
 
 
-class Demo(Session):
+class Demo(LaterSteps):
     """The guide's steps, each checked against the runtime's state."""
 
     def __init__(
@@ -54,16 +44,18 @@ class Demo(Session):
         super().__init__(settings, console)
         self.observe = observe
         self.outcomes: list[StepOutcome] = []
+        self.current: StepOutcome | None = None  # the step running, its facts as they come
 
     # --- the steps --------------------------------------------------------------------------
 
     def step(self, number: int, title: str) -> StepOutcome:
         self.console.print(Constrain(Rule(f"[bold]Step {number}: {title}"), DECORATION_WIDTH))
-        return StepOutcome(number=number, title=title, ok=False)
+        self.current = StepOutcome(number=number, title=title, ok=False)
+        return self.current
 
     def step_control_plane(self) -> StepOutcome:
         revision = self.settings.first_revision
-        outcome = self.step(1, f"a control plane of revision {revision}")
+        outcome = self.step(script.STEP_CONTROL_PLANE, f"a control plane of revision {revision}")
         self.say("Install a control plane. It runs in istio-system, labelled with its revision.")
         self.run(Command(("control-plane", "start", "--revision", revision)))
         self.say("Find the revision label, as the guide does:")
@@ -78,7 +70,7 @@ class Demo(Session):
         return outcome
 
     def step_app(self) -> StepOutcome:
-        outcome = self.step(2, "the demo app, before injection")
+        outcome = self.step(script.STEP_APP, "the demo app, before injection")
         self.say("Apply the app. Injection is off by default: namespace `demo` has no label.")
         self.run(same_command("apply", "-f", str(self.settings.manifest)))
         self.wait_for(
@@ -116,7 +108,7 @@ class Demo(Session):
 
     def step_inject(self) -> StepOutcome:
         revision = self.settings.first_revision
-        outcome = self.step(3, f"label the namespace with {revision} and restart")
+        outcome = self.step(script.STEP_INJECT, f"label the namespace with {revision} and restart")
         self.label(revision)
         self.say("Restart the workloads so that the webhook injects them (bare pods: ")
         self.say(f"`kubectl delete pod -n {script.NAMESPACE} --all`; this app has none).")
@@ -133,7 +125,9 @@ class Demo(Session):
         return outcome
 
     def step_mtls(self) -> StepOutcome:
-        outcome = self.step(4, "mutual TLS between the sidecars; STRICT refuses plaintext")
+        outcome = self.step(
+            script.STEP_MTLS, "mutual TLS between the sidecars; STRICT refuses plaintext"
+        )
         client = self.pod_named(script.NAMESPACE, "client").name
         self.say("client -> frontend -> backend; the backend reports who called it:")
         result = self.fetch_until(
@@ -186,7 +180,7 @@ class Demo(Session):
 
     def step_upgrade(self) -> StepOutcome:
         old, new = self.settings.first_revision, self.settings.second_revision
-        outcome = self.step(5, f"upgrade: {old} -> {new}")
+        outcome = self.step(script.STEP_UPGRADE, f"upgrade: {old} -> {new}")
         self.run(Command(("control-plane", "start", "--revision", new)))
         self.run(
             same_command("get", "pods", "-n", "istio-system", "-l", "app=istiod", "--show-labels")
@@ -225,8 +219,20 @@ class Demo(Session):
         outcome.ok = True
         return outcome
 
+    def step_authz(self) -> StepOutcome:
+        outcome = self.step(script.STEP_AUTHZ, "authorization by identity: 403 and 200")
+        self.authorize(outcome.facts)
+        outcome.ok = True
+        return outcome
+
+    def step_signals(self) -> StepOutcome:
+        outcome = self.step(script.STEP_SIGNALS, "golden signals of the demo's traffic")
+        self.measure_signals(outcome.facts)
+        outcome.ok = True
+        return outcome
+
     def step_cleanup(self) -> StepOutcome:
-        outcome = self.step(6, "clean up")
+        outcome = self.step(script.STEP_CLEANUP, "clean up")
         self.cleanup(show=True)
         left = leftovers(self.settings.state_dir)
         outcome.facts["leftovers"] = left
@@ -244,15 +250,18 @@ class Demo(Session):
             self.step_inject,
             self.step_mtls,
             self.step_upgrade,
+            self.step_authz,  # after the upgrade: its restart would reset the counters
+            self.step_signals,
         ]
         if not self.settings.keep:
             steps.append(self.step_cleanup)
         for number, run_step in enumerate(steps, start=1):
+            self.current = None
             try:
                 outcome = run_step()
             except StepFailed as exc:
-                outcome = StepOutcome(number, run_step.__name__, ok=False, error=str(exc))
-                panel = Panel(str(exc), title=f"step {number} failed", style="red")
+                outcome = self.failed(number, run_step.__name__, exc)
+                panel = Panel(Text(str(exc)), title=f"step {number} failed", style="red")
                 self.console.print(Constrain(panel, DECORATION_WIDTH))
             self.outcomes.append(outcome)
             if self.observe is not None:
@@ -263,6 +272,14 @@ class Demo(Session):
             self.summarize()
         return self.outcomes
 
+    def failed(self, number: int, name: str, exc: StepFailed) -> StepOutcome:
+        """The step that raised, with the facts it had gathered until then."""
+        outcome = self.current
+        if outcome is None or outcome.number != number:
+            outcome = StepOutcome(number, name, ok=False)
+        outcome.ok, outcome.error = False, str(exc)
+        return outcome
+
     def summarize(self) -> None:
         """What the run proved, a line per check that passed."""
         self.console.print(Constrain(Rule("[bold]What this run showed"), DECORATION_WIDTH))
@@ -270,6 +287,9 @@ class Demo(Session):
         first, second = self.settings.first_revision, self.settings.second_revision
         for line in script.proven(facts, first=first, second=second):
             self.console.print(Text(f"✓ {line}", style="green"))
+        if script.STEP_SIGNALS in facts:
+            self.console.print()
+            self.show_signals(facts[script.STEP_SIGNALS]["edges"])
 
 
 def leftovers(state_dir: Path) -> list[str]:
@@ -320,10 +340,9 @@ def run_demo(
             demo.work_dir.rmdir()
 
 
-def report(outcomes: list[StepOutcome]) -> str:
-    return json.dumps(
-        [{"step": o.number, "title": o.title, "ok": o.ok, "error": o.error} for o in outcomes]
-    )
+def report(outcomes: list[StepOutcome], settings: DemoSettings) -> dict[str, Any]:
+    """`sidemesh demo --json`'s object: every check's outcome."""
+    return demo_report.checks(outcomes, second_revision=settings.second_revision)
 
 
 def environment_problems() -> list[str]:

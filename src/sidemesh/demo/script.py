@@ -20,6 +20,10 @@ OUTSIDE_NAMESPACE = "outside"
 OUTSIDE_POD = "plaintext-client"
 SIDECAR_UID = names.PROXY_UID
 
+# The steps, in order (`proven` and `demo_report` read their facts by number).
+STEP_CONTROL_PLANE, STEP_APP, STEP_INJECT, STEP_MTLS, STEP_UPGRADE = 1, 2, 3, 4, 5
+STEP_AUTHZ, STEP_SIGNALS, STEP_CLEANUP = 6, 7, 8
+
 # What `kubectl exec ... -- python3 -c FETCH URL` runs in a container: the body, or a
 # traceback ending in the error (exit 1).
 FETCH = "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).read().decode())"
@@ -221,34 +225,50 @@ def proven(facts: Mapping[int, Mapping[str, Any]], *, first: str, second: str) -
     """The demo's closing summary: one line per step that passed (`facts` by step number, as
     the steps recorded them), each saying what its checks established."""
     lines = []
-    if 1 in facts:
+    if STEP_CONTROL_PLANE in facts:
         lines.append(
             f"control plane {first} runs in {names.CONTROL_PLANE_NAMESPACE}, labelled "
             f"app=istiod, {names.LABEL_REVISION}={first}"
         )
-    if 2 in facts:
-        lines.append(f"without a label, the {len(facts[2]['pods'])} demo pods ran alone (1/1)")
-    if 3 in facts:
-        step = facts[3]
+    if STEP_APP in facts:
+        lines.append(
+            f"without a label, the {len(facts[STEP_APP]['pods'])} demo pods ran alone (1/1)"
+        )
+    if STEP_INJECT in facts:
+        step = facts[STEP_INJECT]
         lines.append(
             f"{names.LABEL_REVISION}={first} and a restart gave all {len(step['pods'])} pods "
             f"the {first} sidecar (2/2) in {step['restart_to_ready_s']:.0f} s "
             f"(one sidecar: {step['sidecar_rss_bytes'] / 2**20:.0f} MiB)"
         )
-    if 4 in facts:
-        step = facts[4]
+    if STEP_MTLS in facts:
+        step = facts[STEP_MTLS]
         lines.append(f"the backend saw its caller as {step['caller']}: mutual TLS")
         lines.append(
             f"STRICT refused plaintext from outside the mesh ({step['plaintext_refusal']}); "
             "mesh traffic still flowed"
         )
-    if 5 in facts:
-        step = facts[5]
+    if STEP_UPGRADE in facts:
+        step = facts[STEP_UPGRADE]
         lines.append(
             f"upgrade: all {step['connected'][second]} sidecars moved to {second} in "
             f"{step['restart_to_ready_s']:.0f} s; {first} served none, was stopped, and "
             "traffic still flowed"
         )
-    if 6 in facts:
+    if STEP_AUTHZ in facts:
+        step = facts[STEP_AUTHZ]
+        lines.append(
+            f"AuthorizationPolicy by identity: {step['denied_from']} refused "
+            f"(HTTP {step['denied_status']}, {step['denied_body']}), {step['allowed_from']} "
+            f"allowed (HTTP {step['allowed_status']})"
+        )
+    if STEP_SIGNALS in facts:
+        step = facts[STEP_SIGNALS]
+        lines.append(
+            f"golden signals: the demo's {step['requests_sent']} requests {step['edge']} "
+            f"counted exactly by both sidecars (reporter=source {step['requests_total_source']}"
+            f", reporter=destination {step['requests_total_destination']}), all over mTLS"
+        )
+    if STEP_CLEANUP in facts:
         lines.append("cleaned up: no network namespace, process or state left behind")
     return lines

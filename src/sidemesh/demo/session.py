@@ -4,10 +4,13 @@ narrated with rich, and bounded waits on the runtime's state. The steps are in `
 from __future__ import annotations
 
 import contextlib
+import http.client
+import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,11 @@ from sidemesh.xds.monitoring import DEBUG_SERVICE_ACCOUNT
 
 COMMAND_TIMEOUT_SECONDS = 180.0
 POLL_SECONDS = 0.5
+HTTP_TIMEOUT_SECONDS = 5.0
+MAX_HTTP_BODY = 16 * 2**20
+
+# How a request is made from a pod's container: script.fetch_command's shape.
+RequestCommand = Callable[[str, str, str, str], Command]
 
 
 class StepFailed(Exception):
@@ -62,6 +70,9 @@ class Session:
         self.store = Store(settings.state_dir)
         self.work_dir = Path(tempfile.mkdtemp(prefix="sidemesh-demo-"))
         self.sidemesh = sidemesh_command()[0]
+        # Every request the demo made from a pod, (namespace, pod, url) -> count: the golden
+        # signals are checked against it.
+        self.sent: Counter[tuple[str, str, str]] = Counter()
 
     # --- running commands -------------------------------------------------------------------
 
@@ -131,51 +142,81 @@ class Session:
                 return pod
         raise StepFailed(f"no {app} pod in namespace {namespace}")
 
-    def fetch(self, namespace: str, pod: str, url: str, *, show: bool) -> CommandResult:
+    def fetch(
+        self,
+        namespace: str,
+        pod: str,
+        url: str,
+        *,
+        show: bool,
+        container: str = "client",
+        command: RequestCommand = script.fetch_command,
+    ) -> CommandResult:
         """A request from inside a pod's app container (so through its sidecar, if any)."""
-        return self.run(
-            script.fetch_command(namespace, pod, url),
-            show=show,
-            check=False,
-        )
+        self.sent[(namespace, pod, url)] += 1
+        return self.run(command(namespace, pod, url, container), show=show, check=False)
 
     def fetch_until(
-        self, namespace: str, pod: str, url: str, accept: Callable[[CommandResult], bool]
+        self,
+        namespace: str,
+        pod: str,
+        url: str,
+        accept: Callable[[CommandResult], bool],
+        *,
+        container: str = "client",
+        command: RequestCommand = script.fetch_command,
     ) -> CommandResult:
         """Retry quietly (configuration takes a moment to reach the sidecars), then show the
         accepted attempt (or the last one)."""
         deadline = time.monotonic() + self.settings.wait_seconds
         while True:
-            result = self.fetch(namespace, pod, url, show=False)
+            result = self.fetch(namespace, pod, url, show=False, container=container,
+                                command=command)  # fmt: skip
             if accept(result) or time.monotonic() >= deadline:
-                return self.fetch(namespace, pod, url, show=True) if accept(result) else result
+                if not accept(result):
+                    return result
+                return self.fetch(namespace, pod, url, show=True, container=container,
+                                  command=command)  # fmt: skip
             time.sleep(1.0)
+
+    def node_get(
+        self, host: str, port: int, path: str, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """GET from the node's network namespace (where pod addresses are routed): status and
+        body. OSError when the connection fails."""
+        sock = connect_in_netns(self.state().network.node_netns, host, port, HTTP_TIMEOUT_SECONDS)
+        return http_get(sock, host, path, headers)
 
     def syncz(self, revision: str) -> list[dict[str, Any]]:
         """The sidecars connected to `revision`'s control plane (its `/debug/syncz`)."""
         rows: list[dict[str, Any]] = []
-        state = self.state()
         # /debug/* wants a token of the control plane's namespace from off-loopback callers.
         token = LocalPki(self.settings.state_dir).token(
             names.CONTROL_PLANE_NAMESPACE, DEBUG_SERVICE_ACCOUNT
         )
-        for pod in script.control_plane_pods(state, revision):
+        for pod in script.control_plane_pods(self.state(), revision):
             if not pod.pod_ip:
                 continue
-            sock = connect_in_netns(
-                state.network.node_netns, pod.pod_ip, names.PORT_MONITORING, 5.0
+            _, body = self.node_get(
+                pod.pod_ip,
+                names.PORT_MONITORING,
+                "/debug/syncz",
+                {"Authorization": f"Bearer {token}"},
             )
-            with sock:
-                sock.sendall(
-                    b"GET /debug/syncz HTTP/1.0\r\nHost: istiod\r\n"
-                    + f"Authorization: Bearer {token}\r\n\r\n".encode()
-                )
-                data = b""
-                while chunk := sock.recv(65536):
-                    data += chunk
-            _, _, body = data.partition(b"\r\n\r\n")
             rows += orjson.loads(body)
         return rows
+
+    def scrape(self, pod: PodRecord) -> str:
+        """The pod's sidecar's merged Prometheus endpoint (`:15020/stats/prometheus`)."""
+        if not pod.pod_ip:
+            raise StepFailed(f"{pod.name} has no address to scrape")
+        try:
+            status, body = self.node_get(pod.pod_ip, names.PORT_AGENT_STATUS, "/stats/prometheus")
+        except OSError as exc:
+            raise StepFailed(f"scraping {pod.name}'s sidecar: {exc}") from exc
+        if status != 200:
+            raise StepFailed(f"{pod.name}'s sidecar answered /stats/prometheus with HTTP {status}")
+        return body.decode("utf-8", errors="replace")
 
     def sidecar_memory(self, pod: PodRecord) -> int:
         """RSS in bytes of the pod's sidecar processes (agent + Envoy: the proxy uid's)."""
@@ -191,3 +232,21 @@ class Session:
     def cleanup(self, *, show: bool) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             self.run(Command(("down",)), show=show, check=False)
+
+
+def http_get(
+    sock: socket.socket, host: str, path: str, headers: Mapping[str, str] | None = None
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 GET over a connected socket (closed after): the status and the body
+    (Envoy's admin refuses HTTP/1.0; http.client reads chunked answers)."""
+    sock.settimeout(HTTP_TIMEOUT_SECONDS)
+    connection = http.client.HTTPConnection(host, timeout=HTTP_TIMEOUT_SECONDS)
+    connection.sock = sock  # already connected (in another network namespace)
+    try:
+        connection.request("GET", path, headers={"Connection": "close", **(headers or {})})
+        response = connection.getresponse()
+        return response.status, response.read(MAX_HTTP_BODY)
+    except http.client.HTTPException as exc:
+        raise OSError(f"GET {path} from {host}: {exc!r}") from exc
+    finally:
+        connection.close()

@@ -1,7 +1,8 @@
 """`sidemesh demo traffic`: a canary walked on this host, for real. v1 → 90/10 → 50/50 → v2,
-then retries hiding a faulty version, a timeout, a circuit breaker and outlier ejection, each
-applied as Istio configuration through `sidemesh local apply` and each outcome measured from
-inside a client pod (through its sidecar) and checked. The configuration is in
+then retries hiding a faulty version, a timeout, a circuit breaker, outlier ejection, the
+ingress gateway and outbound `REGISTRY_ONLY` (a ServiceEntry's host passes, an undeclared one
+is refused), each applied as Istio configuration through `sidemesh local apply` and each
+outcome measured from inside a client pod (through its sidecar) and checked. The configuration is in
 `traffic_script.py`; the runtime, waits and narration are `session.Session`'s.
 
 Every wait is bounded and ends on an observed outcome (a tally showing the new routing), never
@@ -15,8 +16,10 @@ import http.client
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from rich.console import Console
@@ -29,13 +32,17 @@ from sidemesh.demo import traffic_script as ts
 from sidemesh.demo.runner import DECORATION_WIDTH, interrupts_raise
 from sidemesh.demo.script import Command, same_command
 from sidemesh.demo.session import DemoSettings, Session, StepFailed
-from sidemesh.demo.traffic_script import Outcomes, Tally
+from sidemesh.demo.traffic_script import Outcomes, Probe, Tally
+from sidemesh.install.naming import mesh_configmap_name
 from sidemesh.local.node_ports import NODE_PORT_RANGE, free_node_port
 
 MEASURED_REQUESTS: Final = 1000  # per split: share bounds are > 5 standard deviations wide
 SPLIT_90_10_BOUNDS: Final = (5.0, 15.0)  # percent to v2
 SPLIT_50_50_BOUNDS: Final = (40.0, 60.0)
 POLL_SECONDS: Final = 0.5
+STEADY_PROBES: Final = 3  # a refusal counts once this many probes in a row agree
+UNPRIVILEGED: Final = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                       "--pdeathsig=TERM")  # fmt: skip
 
 
 class TrafficDemo(Session):
@@ -257,6 +264,122 @@ class TrafficDemo(Session):
         self.outcomes.gateway_ok = True
         self.say(f"200 from web v1: the gateway routed {ts.GATEWAY_HOST} into the mesh.")
 
+    def probe(self, address: str) -> tuple[Probe, Probe]:
+        """GETs of the external server from the client pod (through its sidecar): as the
+        unknown host, then as the ServiceEntry's host."""
+        command = Command(("exec", "-n", ts.NAMESPACE, self.client(), "-c", "client", "--",
+                           "python3", "-c", ts.PROBE, ts.external_url(address), ts.UNKNOWN_HOST,
+                           ts.EXTERNAL_HOST))  # fmt: skip
+        result = self.run(command, show=False, check=False)
+        seen = ts.parse_probes(result.stdout)
+        if seen is None or len(seen) != 2:
+            raise StepFailed(f"the client's probe failed: {result.stdout}{result.stderr}")
+        return seen[0], seen[1]
+
+    def probe_until(
+        self, what: str, address: str, accept: Callable[[Probe, Probe], bool]
+    ) -> tuple[Probe, Probe]:
+        """(the unknown host, the ServiceEntry's host) as probed, once `accept` held for
+        STEADY_PROBES rounds in a row with the same statuses (a configuration change reaching
+        the sidecar can fail a request or two on the way)."""
+        deadline = time.monotonic() + self.settings.wait_seconds
+        agreed: list[tuple[int, int]] = []
+        while True:
+            unknown, known = self.probe(address)
+            statuses = (unknown.status, known.status)
+            if not accept(unknown, known):
+                agreed = []
+            elif agreed and agreed[-1] != statuses:
+                agreed = [statuses]
+            else:
+                agreed.append(statuses)
+            if len(agreed) >= STEADY_PROBES:
+                return unknown, known
+            if time.monotonic() >= deadline:
+                raise StepFailed(f"gave up waiting: {what} (last: {unknown}, {known})")
+            time.sleep(POLL_SECONDS)
+
+    def show_probes(self, unknown: Probe, known: Probe) -> None:
+        for host, seen in ((ts.UNKNOWN_HOST, unknown), (ts.EXTERNAL_HOST, known)):
+            answer = f"HTTP {seen.status}" if seen.status else f"no answer ({seen.error})"
+            by = f", served by the {seen.served_by} server" if seen.served_by else ""
+            self.console.print(Text(f"  Host: {host}: {answer}{by}"))
+
+    @contextlib.contextmanager
+    def external_server(self) -> Iterator[str]:
+        """The plain HTTP server on the node (outside the mesh), unprivileged, at the node's
+        bridge address; yields that address and stops the server on the way out."""
+        network = self.state().network
+        address = network.bridge_ip
+        argv = ["ip", "netns", "exec", network.node_netns, *UNPRIVILEGED, sys.executable, "-c",
+                ts.EXTERNAL_APP, address, str(ts.EXTERNAL_PORT)]  # fmt: skip
+        server = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)  # fmt: skip
+        try:
+            deadline = time.monotonic() + self.settings.wait_seconds
+            while True:
+                try:
+                    status, _ = self.node_get(address, ts.EXTERNAL_PORT, "/")
+                except OSError:
+                    status = 0
+                if status == 200:
+                    break
+                if server.poll() is not None or time.monotonic() >= deadline:
+                    error = server.stderr.read().decode(errors="replace") if server.stderr else ""
+                    raise StepFailed(f"the external server did not start: {error[-2000:]}")
+                time.sleep(POLL_SECONDS)
+            yield address
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+            if server.stderr:
+                server.stderr.close()
+
+    def step_registry_only(self) -> None:
+        self.step("REGISTRY_ONLY: out of the mesh only to hosts it knows")
+        with self.external_server() as address:
+            self.say(
+                f"A plain HTTP server outside the mesh, on the node at {address}:"
+                f"{ts.EXTERNAL_PORT}. The client asks it under two names: {ts.EXTERNAL_HOST}, "
+                f"declared by a ServiceEntry, and {ts.UNKNOWN_HOST}, declared by nothing."
+            )
+            self.apply("service-entry.yaml", ts.service_entry(address))
+            unknown, known = self.probe_until(
+                "both names answered under ALLOW_ANY (the default)",
+                address,
+                lambda u, k: u.served_externally and k.served_externally,
+            )
+            self.show_probes(unknown, known)
+            revision = self.settings.first_revision
+            self.say(f"Now the mesh's outboundTrafficPolicy, in the revision's MeshConfig "
+                     f"(ConfigMap {mesh_configmap_name(revision)} in istio-system, key mesh), "
+                     "becomes REGISTRY_ONLY.")  # fmt: skip
+            self.apply("mesh-registry-only.yaml", ts.mesh_config(revision, "REGISTRY_ONLY"))
+            unknown, known = self.probe_until(
+                f"{ts.UNKNOWN_HOST} refused, {ts.EXTERNAL_HOST} still served",
+                address,
+                lambda u, k: u.status != 200 and k.served_externally,
+            )
+            self.show_probes(unknown, known)
+            self.outcomes.registry_only_unknown_status = unknown.status
+            self.outcomes.service_entry_status = known.status
+            self.outcomes.registry_only_refused = unknown.status != 200 and known.status == 200
+            refusal = f"HTTP {unknown.status}" if unknown.status else "the connection closed"
+            self.say(f"{ts.UNKNOWN_HOST}: {refusal} from the client's own sidecar; "
+                     f"{ts.EXTERNAL_HOST} (the ServiceEntry): {known.status}.")  # fmt: skip
+            self.say("And back to ALLOW_ANY.")
+            self.apply("mesh-allow-any.yaml", ts.mesh_config(revision, "ALLOW_ANY"))
+            self.probe_until(
+                f"{ts.UNKNOWN_HOST} served again",
+                address,
+                lambda u, k: u.served_externally and k.served_externally,
+            )
+            self.say(f"{ts.UNKNOWN_HOST} is served again.")
+
     def walk(self) -> Outcomes:
         steps = [
             self.step_setup,
@@ -266,6 +389,7 @@ class TrafficDemo(Session):
             self.step_circuit_breaker,
             self.step_ejection,
             self.step_gateway,
+            self.step_registry_only,
         ]
         for run_step in steps:
             try:

@@ -18,6 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import yaml
+
+from sidemesh.api import names
+from sidemesh.install.naming import mesh_configmap_name
+
 NAMESPACE: Final = "traffic"
 HOST: Final = "web"
 FQDN: Final = f"{HOST}.{NAMESPACE}.svc.cluster.local"
@@ -315,13 +320,120 @@ def url(path: str = "/") -> str:
     return f"http://{HOST}{path}"
 
 
+# --- outbound REGISTRY_ONLY -----------------------------------------------------------------
+#
+# The "external" service is a plain HTTP server on the node (outside every pod and the mesh),
+# at the node's bridge address, the pods' gateway. The client asks the same server under two
+# names: EXTERNAL_HOST, which a ServiceEntry declares, and UNKNOWN_HOST, which nothing does.
+# With `outboundTrafficPolicy: REGISTRY_ONLY` the client's sidecar sends only the first.
+
+EXTERNAL_HOST: Final = "api.external.example"
+UNKNOWN_HOST: Final = "unknown.example"
+EXTERNAL_PORT: Final = 9080
+EXTERNAL_NAME: Final = "external"
+
+# Run on the node, unprivileged: argv[1] address, argv[2] port.
+EXTERNAL_APP: Final = """\
+import http.server, json, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = json.dumps({"served_by": "external", "host": self.headers.get("Host")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Handler).serve_forever()
+"""
+
+# Run in the client's app container: a GET of argv[1] for each name in argv[2:] (the `Host`),
+# then ONE JSON line: per name, the status (0 when no HTTP answer came, with the error) and
+# who served it.
+PROBE: Final = """\
+import json, sys, urllib.error, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # straight to the URL
+def one(host):
+    request = urllib.request.Request(sys.argv[1], headers={"Host": host})
+    try:
+        with opener.open(request, timeout=10) as reply:
+            status, body = reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read()
+    except Exception as error:
+        return {"status": 0, "error": repr(error)}
+    try:
+        return {"status": status, "served_by": json.loads(body).get("served_by")}
+    except (ValueError, AttributeError):
+        return {"status": status}
+print(json.dumps({"probes": [one(host) for host in sys.argv[2:]]}))
+"""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one request of PROBE saw: the HTTP status (0: none), who served it, the error."""
+
+    status: int
+    served_by: str | None = None
+    error: str | None = None
+
+    @property
+    def served_externally(self) -> bool:
+        return self.status == 200 and self.served_by == EXTERNAL_NAME
+
+
+def parse_probes(output: str) -> list[Probe] | None:
+    """The probe's JSON line (the last line of its output), or None if there is none."""
+    for line in reversed(output.strip().splitlines()):
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(document, dict) and isinstance(document.get("probes"), list):
+            return [
+                Probe(status=int(one.get("status") or 0),
+                      served_by=str(one["served_by"]) if one.get("served_by") else None,
+                      error=str(one["error"]) if one.get("error") else None)
+                for one in document["probes"] if isinstance(one, dict)
+            ]  # fmt: skip
+    return None
+
+
+def external_url(address: str) -> str:
+    return f"http://{address}:{EXTERNAL_PORT}/"
+
+
+def service_entry(address: str) -> list[dict[str, Any]]:
+    """EXTERNAL_HOST, outside the mesh, at `address` (STATIC: the node has no DNS name a pod
+    could resolve)."""
+    return [
+        {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+         "metadata": {"name": "external-api", "namespace": NAMESPACE},
+         "spec": {"hosts": [EXTERNAL_HOST], "location": "MESH_EXTERNAL", "resolution": "STATIC",
+                  "ports": [{"number": EXTERNAL_PORT, "name": "http", "protocol": "HTTP"}],
+                  "endpoints": [{"address": address}]}},
+    ]  # fmt: skip
+
+
+def mesh_config(revision: str, mode: str) -> list[dict[str, Any]]:
+    """The revision's MeshConfig as Istio users set it: ConfigMap `istio[-REV]`, key `mesh`."""
+    mesh = {"outboundTrafficPolicy": {"mode": mode}}
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": mesh_configmap_name(revision),
+                      "namespace": names.CONTROL_PLANE_NAMESPACE},
+         "data": {"mesh": yaml.safe_dump(mesh, sort_keys=False)}},
+    ]  # fmt: skip
+
+
 # --- the outcome ----------------------------------------------------------------------------
 
 NOT_MEASURED: Final = {
-    "registry_only_refused": "not measured by this demo: the local runtime stores neither "
-    "ServiceEntry nor Sidecar objects and `local control-plane start` takes no MeshConfig, so "
-    "outbound REGISTRY_ONLY cannot be set up here yet",
     "gateway_ok": "not measured: the walk stopped before the ingress gateway step",
+    "registry_only_refused": "not measured: the walk stopped before the REGISTRY_ONLY step",
 }
 
 
@@ -337,6 +449,10 @@ class Outcomes:
     breaker_503s: int | None = None
     ejected: bool | None = None
     registry_only_refused: bool | None = None
+    # What the client's sidecar answered under REGISTRY_ONLY: the undeclared host (0: no HTTP
+    # answer, the connection was closed) and the ServiceEntry's host.
+    registry_only_unknown_status: int | None = None
+    service_entry_status: int | None = None
     gateway_ok: bool | None = None
     reasons: dict[str, str] = field(default_factory=lambda: dict(NOT_MEASURED))
     ok: bool = False
@@ -352,6 +468,8 @@ class Outcomes:
             "breaker_503s": self.breaker_503s,
             "ejected": self.ejected,
             "registry_only_refused": self.registry_only_refused,
+            "registry_only_unknown_status": self.registry_only_unknown_status,
+            "service_entry_status": self.service_entry_status,
             "gateway_ok": self.gateway_ok,
             "not_measured": {k: v for k, v in self.reasons.items() if self.as_value(k) is None},
             "ok": self.ok,

@@ -35,6 +35,11 @@ class Memo(Generic[K, V]):
     def __contains__(self, key: object) -> bool:
         return key in self._items
 
+    @property
+    def weight(self) -> int:
+        """The summed weight of the entries kept."""
+        return self._weight
+
     @staticmethod
     def key(*parts: Any) -> bytes | None:
         try:

@@ -21,7 +21,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sidemesh.inject import yaml_subset
 
-BUILTIN_TEMPLATES = ("sidecar", "gateway", "grpc-simple")
+BUILTIN_TEMPLATES = ("sidecar", "gateway", "grpc-simple", "grpc-agent")
 _INCLUDES = ("proxy-container",)
 
 

@@ -136,9 +136,11 @@ def service_account(revision: str) -> dict[str, Any]:
     }
 
 
-# Only with `sidecarRestarter.enabled`: evict stale pods (PodDisruptionBudgets hold), read the
+# Only with `sidecarRestarter.enabled`: patch a stale pod in place where the planner can (its
+# images, labels, annotations), evict the others (PodDisruptionBudgets hold), read the
 # controllers it waits on, and record Events on them. No delete, no patch of workloads.
 SIDECAR_RESTARTER_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {

@@ -53,6 +53,11 @@ UNINSTALL_KINDS: tuple[tuple[str, str, bool, bool], ...] = (
     ("coordination.k8s.io/v1", "Lease", True, False),
     ("v1", "ServiceAccount", True, False),
 )
+# Kinds an install also creates outside istio-system: the Role and RoleBinding that let the
+# control plane read gateway credential Secrets in each `gateways.credentialNamespaces`
+# namespace (`install.rbac.credential_readers`). Listed in every namespace, by the labels,
+# since the values naming those namespaces may have changed since the install.
+EVERY_NAMESPACE_KINDS = frozenset({"Role", "RoleBinding"})
 # Objects the cluster derives from ours (pods, endpoints) carry our labels but are not reported.
 DERIVED_KINDS = frozenset({"ReplicaSet", "Pod", "Endpoints", "EndpointSlice"})
 GONE_TIMEOUT_SECONDS = 120.0  # a terminating istiod pod has 30 s of grace by default
@@ -64,6 +69,18 @@ TOKEN_ACCOUNT = "kubernetes.io/service-account.name"
 
 def _labels(obj: dict[str, Any]) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
+def _ours(obj: dict[str, Any], revision: str) -> bool:
+    """Made for `revision`: its install label; outside istio-system (where others' objects
+    live) also sidemesh's part-of label, both of which `install.rbac` puts there."""
+    labels = _labels(obj)
+    if labels.get(naming.LABEL_INSTALL_REVISION) != revision:
+        return False
+    namespace = (obj.get("metadata") or {}).get("namespace")
+    return namespace in (None, naming.NAMESPACE) or (
+        labels.get(naming.LABEL_PART_OF) == naming.PART_OF
+    )
 
 
 async def _webhook_configuration(client: AsyncClient, name: str) -> dict[str, Any] | None:
@@ -169,10 +186,10 @@ async def _delete_revision_objects(
     accounts: list[str] = []
     for api_version, kind, namespaced, wait in UNINSTALL_KINDS:
         res = kube.resource_type(api_version, kind)
-        namespace = naming.NAMESPACE if namespaced else None
+        namespace = naming.NAMESPACE if namespaced and kind not in EVERY_NAMESPACE_KINDS else None
         for obj in await kube.list_objects(client, res, namespace=namespace, labels=selector):
-            if _labels(obj).get(naming.LABEL_INSTALL_REVISION) != revision:
-                continue  # never trust a selector with another revision's objects
+            if not _ours(obj, revision):
+                continue  # never trust a selector with another revision's (or owner's) objects
             metadata = obj["metadata"]
             name, obj_namespace = metadata["name"], metadata.get("namespace")
             cascade = CascadeType.FOREGROUND if wait else None

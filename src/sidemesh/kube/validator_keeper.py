@@ -19,7 +19,6 @@ succeeds; while it does not, the webhook stays open, and the log says why.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -32,6 +31,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from sidemesh.api import names
 from sidemesh.install import naming
 from sidemesh.kube import client as kube
+from sidemesh.kube import webhook_patches
 from sidemesh.kube.ca_bundle import bundle_patch
 from sidemesh.kube.metrics import KubeMetrics
 from sidemesh.kube.retry import DEFAULT_BACKOFF, Backoff, follow_forever
@@ -62,13 +62,14 @@ def probe_gateway(revision: str) -> dict[str, Any]:
 def close_patch(configuration: Mapping[str, Any]) -> dict[str, Any] | None:
     """The merge patch that turns every webhook of `configuration` to `failurePolicy: Fail`,
     or None if they all are."""
-    webhooks = copy.deepcopy(list(configuration.get("webhooks") or []))
-    if all(item.get("failurePolicy") == "Fail" for item in webhooks):
-        return None
-    for item in webhooks:
-        item["failurePolicy"] = "Fail"
-    version = (configuration.get("metadata") or {}).get("resourceVersion")
-    return {"metadata": {"resourceVersion": version}, "webhooks": webhooks}
+
+    def close(webhook: webhook_patches.Webhook) -> bool:
+        if webhook.get("failurePolicy") == "Fail":
+            return False
+        webhook["failurePolicy"] = "Fail"
+        return True
+
+    return webhook_patches.webhooks_patch(configuration, close)
 
 
 def refused_by_webhook(message: str) -> bool:
@@ -76,14 +77,11 @@ def refused_by_webhook(message: str) -> bool:
     return DENIED_BY_WEBHOOK in message and PROBE_PROBLEM in message
 
 
-def _name(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name", ""))
-
-
 def _is_ours(obj: Mapping[str, Any], revision: str) -> bool:
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    return bool(labels.get(names.LABEL_REVISION) == revision) and bool(
-        labels.get(naming.LABEL_INSTALL_REVISION) == revision
+    return (
+        webhook_patches.of_revision(obj, revision)
+        and labels.get(naming.LABEL_INSTALL_REVISION) == revision
     )
 
 
@@ -122,7 +120,7 @@ class ValidatorKeeper:
         bundle = self.bundle()
         if bundle is None:
             return False
-        name = _name(configuration)
+        name = webhook_patches.configuration_name(configuration)
         patch = bundle_patch(configuration, bundle)
         if patch is not None:
             return await self._patch(name, patch, "caBundle")  # its event brings us back
@@ -144,12 +142,8 @@ class ValidatorKeeper:
             await asyncio.sleep(delay)
 
     async def _patch(self, name: str, patch: dict[str, Any], what: str) -> bool:
-        try:
-            await kube.merge_patch(self.client, VWC, name, patch)
-        except ApiError as exc:
-            if kube.is_conflict(exc) or kube.is_not_found(exc):
-                return False  # edited or deleted meanwhile; its event brings us back
-            raise
+        if not await webhook_patches.apply_patch(self.client, VWC, name, patch):
+            return False
         if what == "caBundle":
             self.metrics.inc("sidemesh_webhook_ca_bundle_patches_total", configuration=name)
         log.info("%s of %s set", what, name)
@@ -158,8 +152,8 @@ class ValidatorKeeper:
     async def fix_all(self, *, close: bool = True) -> None:
         """Every configuration of the revision; `close=False` only renews the bundle (a
         rotation must not wait for the probe)."""
-        for configuration in await kube.list_objects(
-            self.client, VWC, labels={names.LABEL_REVISION: self.revision}
+        for configuration in await webhook_patches.revision_configurations(
+            self.client, VWC, self.revision
         ):
             await self.fix(configuration, close=close)
 
@@ -172,8 +166,6 @@ class ValidatorKeeper:
         )  # fmt: skip
 
     async def _correct(self, healthy: Callable[[], None]) -> None:
-        await self.fix_all()
-        async for kind, obj in self.client.watch(VWC, labels={names.LABEL_REVISION: self.revision}):
-            if kind != "DELETED":
-                await self.fix(kube.as_dict(obj))
-            healthy()
+        await webhook_patches.correct_on_every_event(
+            self.client, VWC, self.revision, fix_all=self.fix_all, fix=self.fix, healthy=healthy
+        )

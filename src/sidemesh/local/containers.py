@@ -171,6 +171,11 @@ class ContainerRunner:
         self.status.started = False
         self.pod.event("Normal", "Started", f"Started container {self.name}")
         self.pod.changed()
+        if self.stopping:
+            # stop() ran while the process was being created and found none to signal: end
+            # it the same way now, or it would run on with its pod stuck Terminating.
+            await self._kill(grace=2)
+            return True
         hook = (self.spec.get("lifecycle") or {}).get("postStart")
         if hook:
             ok, why = await run_handler(

@@ -16,6 +16,7 @@ Later growth goes through `ControlPlaneOptions`: extra arguments and environment
 | /etc/cacerts                   | ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem |
 | /var/lib/sidemesh/registry     | Services, EndpointSlices, Pods, Namespaces (YAML) |
 | /var/lib/sidemesh/tokens       | tokens.yaml: digests of the pods' identity tokens |
+| /etc/istio/config              | mesh: the revision's MeshConfig (`mesh_config`)  |
 
 and named in the environment (SIDEMESH_REGISTRY_DIR, SIDEMESH_LOCAL_TOKENS, SIDEMESH_CACERTS_DIR).
 """
@@ -30,6 +31,7 @@ from typing import Any
 
 from sidemesh import __version__
 from sidemesh.api import names
+from sidemesh.local import mesh_config
 from sidemesh.local.model import State
 from sidemesh.local.pki import TOKEN_FILE
 
@@ -90,6 +92,9 @@ def discovery_args(options: ControlPlaneOptions) -> list[str]:
         str(names.PORT_XDS_TLS),
         "--monitoring-port",
         str(names.PORT_MONITORING),
+        # The revision's `istio[-REV]` ConfigMap, written by the runtime; re-read on change.
+        "--mesh-config",
+        mesh_config.MOUNTED_FILE,
         *options.extra_args,
     ]
 
@@ -155,6 +160,7 @@ def control_plane_objects(
             {"name": "cacerts", "mountPath": CACERTS_DIR, "readOnly": True},
             {"name": "local-registry", "mountPath": REGISTRY_DIR, "readOnly": True},
             {"name": "local-tokens", "mountPath": TOKENS_DIR, "readOnly": True},
+            {"name": "config-volume", "mountPath": mesh_config.MOUNT_DIR, "readOnly": True},
         ],
     }
     deployment = {
@@ -196,6 +202,13 @@ def control_plane_objects(
                             "name": "local-tokens",
                             "hostPath": {
                                 "path": str(state_dir / "tokens"),
+                                "type": "DirectoryOrCreate",
+                            },
+                        },
+                        {
+                            "name": "config-volume",
+                            "hostPath": {
+                                "path": str(mesh_config.mesh_dir(state_dir, revision)),
                                 "type": "DirectoryOrCreate",
                             },
                         },
@@ -260,4 +273,31 @@ def promote_failure_policies(state: State, now: float) -> None:
                 reason="FailurePolicyFail",
                 now=now,
                 message=f"control plane {plane.revision!r} is ready: its webhook now fails closed",
+            )
+
+
+def stamp_mesh_config(state: State, now: float) -> None:
+    """Keep each control plane's pod template annotated with the digest of the MeshConfig
+    fields discovery reads only at start (`mesh_config.restart_digest`): when they change, the
+    Deployment rolls (a new pod is ready before the old one goes); every other field is
+    re-read by the running discovery."""
+    namespace = names.CONTROL_PLANE_NAMESPACE
+    for plane in state.control_planes.values():
+        deployment = state.deployments.get(f"{namespace}/{names.service_name(plane.revision)}")
+        if deployment is None:
+            continue
+        template = deployment.manifest.setdefault("spec", {}).setdefault("template", {})
+        annotations = template.setdefault("metadata", {}).setdefault("annotations", {})
+        digest = mesh_config.restart_digest(mesh_config.mesh_text(state.configmaps, plane.revision))
+        previous = annotations.get(mesh_config.DIGEST_ANNOTATION)
+        annotations[mesh_config.DIGEST_ANNOTATION] = digest
+        if previous is not None and previous != digest:
+            state.record_event(
+                namespace=namespace,
+                object=f"deployment/{deployment.name}",
+                type="Normal",
+                reason="MeshConfigRestart",
+                now=now,
+                message=f"control plane {plane.revision!r} restarts: a MeshConfig field read only "
+                f"at start changed ({', '.join(mesh_config.RESTART_ALIASES)})",
             )

@@ -40,8 +40,9 @@ from sidemesh.local.controllers import (
     record_create_failure,
     record_create_success,
 )
-from sidemesh.local.controlplane import promote_failure_policies
+from sidemesh.local.controlplane import promote_failure_policies, stamp_mesh_config
 from sidemesh.local.kubelet import NodeContext, PodWorker
+from sidemesh.local.mesh_config import MESH_KEY, mesh_dir, mesh_text
 from sidemesh.local.model import NetworkRecord, PodRecord, State, key
 from sidemesh.local.naming import pod_netns, veth_name
 from sidemesh.local.netns import enter_netns
@@ -141,6 +142,7 @@ class Daemon:
         self.stopping = False
         self.last_rules: str | None = None
         self.last_registry: str | None = None
+        self.mesh_texts: dict[str, str] = {}  # revision -> its `mesh` file as last written
         self.host_ports: HostPortRelays | None = None  # set by main(): needs the host's netns
         self.host_port_problems: set[str] = set()
         self.node = this_host_node(
@@ -254,6 +256,8 @@ class Daemon:
         with self.store.transaction() as state:
             self._collect(state)
             promote_failure_policies(state, now)
+            stamp_mesh_config(state, now)
+            self._write_mesh_files(state, now)  # before any control-plane pod can start
             reconcile_deployments(state, now)
             requests = reconcile_replicasets(state, now, self.in_flight)
             self._run_pods(state, now)
@@ -322,6 +326,27 @@ class Daemon:
                 worker.terminate(record.grace_seconds)
             else:
                 worker.follow(record.manifest)  # in-place changes: metadata, images
+
+    def _write_mesh_files(self, state: State, now: float) -> None:
+        """Each control plane's MeshConfig file (`mesh_config`), from its `istio[-REV]`
+        ConfigMap; its running discovery re-reads it."""
+        for revision in state.control_planes:
+            text = mesh_text(state.configmaps, revision)
+            if self.mesh_texts.get(revision) == text:
+                continue
+            directory = mesh_dir(self.paths.root, revision)
+            directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+            write_atomically(directory / MESH_KEY, text.encode(), 0o644)
+            if revision in self.mesh_texts:
+                state.record_event(
+                    namespace=names.CONTROL_PLANE_NAMESPACE,
+                    object=f"deployment/{names.service_name(revision)}",
+                    type="Normal",
+                    reason="MeshConfigUpdated",
+                    message=f"control plane {revision!r}: MeshConfig handed over (re-read live)",
+                    now=now,
+                )
+            self.mesh_texts[revision] = text
 
     # --- admission --------------------------------------------------------------------------
 
@@ -395,6 +420,9 @@ class Daemon:
                 *snapshot.gateways.values(),
                 *snapshot.authorizationpolicies.values(),
                 *snapshot.requestauthentications.values(),
+                *snapshot.serviceentries.values(),
+                *snapshot.sidecars.values(),
+                *snapshot.telemetries.values(),
                 *gateway_credentials(snapshot.gateways.values(), snapshot.secrets.values()),
             ],
         )

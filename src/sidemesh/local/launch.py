@@ -45,6 +45,8 @@ import os
 import signal
 import stat
 import sys
+from collections.abc import Callable
+from functools import partial
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -228,10 +230,50 @@ def _exec_command(spec: dict[str, Any], last_capability: int) -> NoReturn:
         os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
 
 
+class HeldSignals:
+    """Stop signals that reach a container's init before its command exists.
+
+    A PID namespace's init never gets a signal it has no handler for (the kernel drops it), so
+    a SIGTERM arriving while the walls go up would be lost and the command, started just after,
+    would run on until SIGKILL. The init records them instead and passes them on to the command
+    once it is forked. Signals stay blocked across each fork, so none slips between the two
+    processes' handlers: the command's pending ones meet its default action when it unblocks."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def record(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+
+    def hold(self) -> None:
+        for signum in FORWARDED:
+            signal.signal(signum, self.record)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+
+    def fork_command(self, run: Callable[[], NoReturn]) -> int:
+        """Fork `run` with the default stop actions; pass on what was held; from then on the
+        process group's signals reach the command itself, and the init ignores them."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        pid = os.fork()
+        if pid == 0:
+            for signum in FORWARDED:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+            run()
+        for signum in FORWARDED:
+            signal.signal(signum, _ignore)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        for held in self.received:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, held)
+        self.received.clear()
+        return pid
+
+
 def _container_init(spec: dict[str, Any], report: int) -> NoReturn:
     """Pid 1 of the container: raise the walls, start the command, reap, report its end."""
-    for signum in FORWARDED:
-        signal.signal(signum, signal.SIG_DFL)
+    held = HeldSignals()
+    held.hold()  # the supervisor forked it with the stop signals blocked
     try:
         os.setpgid(0, 0)
         confine.die_with_parent(signal.SIGKILL)
@@ -251,11 +293,7 @@ def _container_init(spec: dict[str, Any], report: int) -> NoReturn:
         sys.stderr.flush()
         os._exit(SETUP_FAILED)
     sys.stdout.flush()
-    command = os.fork()
-    if command == 0:
-        _exec_command(spec, last_capability)
-    for signum in FORWARDED:  # the group's signals reach the command itself
-        signal.signal(signum, _ignore)
+    command = held.fork_command(partial(_exec_command, spec, last_capability))
     status = SETUP_FAILED << 8
     try:
         confine.set_capabilities(set())
@@ -291,6 +329,7 @@ def _supervise(spec: dict[str, Any]) -> int:
         signal.signal(signum, forward)
     report_read, report_write = os.pipe()
     confine.unshare(CLONE_NEWPID, "unshare(CLONE_NEWPID)")
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)  # until the init holds its own
     pid = os.fork()
     if pid == 0:
         os.close(report_read)
@@ -306,6 +345,7 @@ def _supervise(spec: dict[str, Any]) -> int:
         with contextlib.suppress(OSError):
             os.tcsetpgrp(0, pid)
     child.append(pid)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     for early in pending:
         forward(early, None)
     _, waited = os.waitpid(pid, 0)

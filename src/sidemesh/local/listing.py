@@ -148,6 +148,9 @@ def get(state: State | None, request: GetRequest, *, now: float) -> GetResult:
         "Gateway": state.gateways,
         "AuthorizationPolicy": state.authorizationpolicies,
         "RequestAuthentication": state.requestauthentications,
+        "ServiceEntry": state.serviceentries,
+        "Sidecar": state.sidecars,
+        "Telemetry": state.telemetries,
     }
     records = sorted(
         (

@@ -51,6 +51,18 @@ RESOURCE_WORDS = {
         ),
         "RequestAuthentication",
     ),
+    **dict.fromkeys(
+        ("serviceentry", "serviceentries", "se", "serviceentry.networking.istio.io"),
+        "ServiceEntry",
+    ),
+    **dict.fromkeys(
+        ("sidecar", "sidecars", "sidecar.networking.istio.io"),
+        "Sidecar",
+    ),
+    **dict.fromkeys(
+        ("telemetry", "telemetries", "telemetry.telemetry.istio.io"),
+        "Telemetry",
+    ),
 }
 
 

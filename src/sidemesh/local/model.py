@@ -91,6 +91,18 @@ class RequestAuthenticationRecord(ObjectRecord):
     """security.istio.io RequestAuthentication: stored for the control plane's registry only."""
 
 
+class ServiceEntryRecord(ObjectRecord):
+    """networking.istio.io ServiceEntry: stored for the control plane's registry only."""
+
+
+class SidecarRecord(ObjectRecord):
+    """networking.istio.io Sidecar: stored for the control plane's registry only."""
+
+
+class TelemetryRecord(ObjectRecord):
+    """telemetry.istio.io Telemetry: stored for the control plane's registry only."""
+
+
 class ReplicaSetRecord(_Record):
     namespace: str
     name: str
@@ -220,6 +232,9 @@ class State(_Record):
     gateways: dict[str, GatewayRecord] = Field(default_factory=dict)
     authorizationpolicies: dict[str, AuthorizationPolicyRecord] = Field(default_factory=dict)
     requestauthentications: dict[str, RequestAuthenticationRecord] = Field(default_factory=dict)
+    serviceentries: dict[str, ServiceEntryRecord] = Field(default_factory=dict)
+    sidecars: dict[str, SidecarRecord] = Field(default_factory=dict)
+    telemetries: dict[str, TelemetryRecord] = Field(default_factory=dict)
     pods: dict[str, PodRecord] = Field(default_factory=dict)
     control_planes: dict[str, ControlPlaneRecord] = Field(default_factory=dict)
     events: list[Event] = Field(default_factory=list)

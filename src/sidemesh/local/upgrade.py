@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sidemesh.api import names
@@ -37,16 +37,39 @@ def _discovery_files(state: State, revision: str) -> dict[str, Path] | str:
     if deployment is None:
         return f"no local control plane deployment {names.CONTROL_PLANE_NAMESPACE}/{name}"
     template = (deployment.manifest.get("spec") or {}).get("template") or {}
-    containers = (template.get("spec") or {}).get("containers") or []
-    args = [str(a) for c in containers for a in c.get("args") or []]
+    pod_spec = template.get("spec") or {}
     files: dict[str, Path] = {}
-    for flag, keyword in _FILE_FLAGS.items():
-        for index, arg in enumerate(args):
-            if arg == flag and index + 1 < len(args):
-                files[keyword] = Path(args[index + 1])
-            elif arg.startswith(f"{flag}="):
-                files[keyword] = Path(arg.split("=", 1)[1])
+    for container in pod_spec.get("containers") or []:
+        args = [str(a) for a in container.get("args") or []]
+        for flag, keyword in _FILE_FLAGS.items():
+            for index, arg in enumerate(args):
+                if arg == flag and index + 1 < len(args):
+                    files[keyword] = _host_path(pod_spec, container, args[index + 1])
+                elif arg.startswith(f"{flag}="):
+                    files[keyword] = _host_path(pod_spec, container, arg.split("=", 1)[1])
     return files
+
+
+def _host_path(pod_spec: dict[str, Any], container: dict[str, Any], path: str) -> Path:
+    """Where a file the container names lives on the host: under a hostPath volume's mount
+    (the control plane's mesh config is mounted so), else the path itself (the runtime's
+    containers see the host's files)."""
+    sources = {
+        str(v.get("name")): str(v["hostPath"]["path"])
+        for v in pod_spec.get("volumes") or []
+        if isinstance(v.get("hostPath"), dict) and v["hostPath"].get("path")
+    }
+    mounts = sorted(
+        (m for m in container.get("volumeMounts") or [] if m.get("name") in sources),
+        key=lambda m: len(str(m.get("mountPath", ""))),
+        reverse=True,  # the deepest mount wins
+    )
+    for mount in mounts:
+        mount_path = PurePosixPath(str(mount.get("mountPath", "")))
+        candidate = PurePosixPath(path)
+        if candidate == mount_path or mount_path in candidate.parents:
+            return Path(sources[str(mount["name"])]) / candidate.relative_to(mount_path)
+    return Path(path)
 
 
 def local_view(state: State) -> RolloutView:

@@ -12,8 +12,10 @@ from sidemesh.api.prometheus_text import Family, Sample, render
 RESTARTS: Final = "sidemesh_sidecar_restarts_total"
 FAILURES: Final = "sidemesh_sidecar_restart_failures_total"
 REFUSALS: Final = "sidemesh_sidecar_evictions_refused_total"
+IN_PLACE: Final = "sidemesh_sidecar_upgrades_in_place_total"
 _HELP: Final = {
-    RESTARTS: "Workloads the stale-sidecar restarter restarted.",
+    RESTARTS: "Workloads the stale-sidecar restarter restarted (evicting pods).",
+    IN_PLACE: "Pods the stale-sidecar restarter upgraded in place (only istio-proxy restarted).",
     FAILURES: "Stale-sidecar restarts that failed; the run stopped there.",
     REFUSALS: "Evictions a PodDisruptionBudget refused (429); the restarter waited.",
 }

@@ -1,6 +1,9 @@
-"""The stale-sidecar restarter: replace pods whose sidecar is not what their namespace selects
-now, the way a careful operator would.
+"""The stale-sidecar restarter: bring pods whose sidecar is not what their namespace selects
+now up to date, the way a careful operator would.
 
+* In place first: a pod the planner can upgrade in place (`rollout.plan`) is patched, so only
+  its istio-proxy container restarts and the app keeps running; only the pods the planner hands
+  to a restart are evicted. Events and metrics say which happened.
 * Only namespaces with injection: a namespace no webhook selects is never touched.
 * One workload at a time per namespace, one pod at a time per workload, each through the
   Eviction API, so PodDisruptionBudgets hold: a refused eviction (429) is retried after a
@@ -9,7 +12,8 @@ now, the way a careful operator would.
   wants, the evicted one gone) before the next pod.
 * The first failure stops the run; what was done and why it stopped is reported, as Events
   on the workload and as metrics.
-* Bare pods are reported, not evicted: nothing would recreate them.
+* Bare pods are upgraded in place when the planner can; otherwise reported, not evicted:
+  nothing would recreate them.
 """
 
 from __future__ import annotations
@@ -28,10 +32,16 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, PodEviction
 
 from sidemesh.kube import client as kube
-from sidemesh.rollout.metrics import FAILURES, REFUSALS, RESTARTS, RestarterMetrics
+from sidemesh.rollout.metrics import (
+    FAILURES,
+    IN_PLACE,
+    REFUSALS,
+    RESTARTS,
+    RestarterMetrics,
+)
 from sidemesh.rollout.plan import PodPlan, workload_of
 from sidemesh.rollout.selection import RolloutView, plan_namespace, without_injection
-from sidemesh.rollout.upgrade import load_view
+from sidemesh.rollout.upgrade import apply_in_place, load_view, wait_upgraded
 
 log = logging.getLogger("sidemesh.rollout.restarter")
 
@@ -44,7 +54,15 @@ _CONTROLLERS = {
     "ReplicaSet": "apps/v1",
 }
 Sleep = Callable[[float], Awaitable[None]]
-Status = Literal["restarted", "would restart", "not restartable", "failed", "stopped"]
+Status = Literal[
+    "restarted",
+    "upgraded in place",
+    "would restart",
+    "would upgrade in place",
+    "not restartable",
+    "failed",
+    "stopped",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +91,11 @@ class WorkloadRestart:
     def reason(self) -> str:
         return self.pods[0].reasons[0] if self.pods and self.pods[0].reasons else ""
 
+    @property
+    def in_place_only(self) -> bool:
+        """Every pod can be upgraded in place: nothing is evicted."""
+        return all(plan.action == "in-place" for plan in self.pods)
+
 
 @dataclass(frozen=True)
 class RestartResult:
@@ -80,6 +103,8 @@ class RestartResult:
     status: Status
     detail: str = ""
     evictions_refused: int = 0
+    upgraded_in_place: tuple[str, ...] = ()  # pods patched, their app left running
+    evicted: tuple[str, ...] = ()  # pods replaced
 
 
 def stale_workloads(view: RolloutView, namespace: str) -> list[WorkloadRestart]:
@@ -126,38 +151,96 @@ class Restarter:
         return results
 
     async def restart(self, restart: WorkloadRestart) -> RestartResult:
-        if restart.kind not in _CONTROLLERS:
+        if restart.kind not in _CONTROLLERS and not restart.in_place_only:
             return RestartResult(
                 restart, "not restartable",
                 f"a bare {restart.kind}: nothing would recreate it; recreate it yourself",
             )  # fmt: skip
         if self.settings.dry_run:
-            return RestartResult(restart, "would restart", restart.reason)
-        await self._event(restart, "Normal", "SidecarRestart", f"restarting: {restart.reason}")
+            status: Status = "would upgrade in place" if restart.in_place_only else "would restart"
+            return RestartResult(restart, status, restart.reason)
+        verb = "upgrading in place" if restart.in_place_only else "restarting"
+        await self._event(restart, "Normal", "SidecarRestart", f"{verb}: {restart.reason}")
         refused = 0
-        for plan in restart.pods:
+        patched: list[str] = []
+        evicted: list[str] = []
+
+        def failed(detail: str) -> Awaitable[RestartResult]:
+            return self._failed(restart, detail, refused, tuple(patched), tuple(evicted))
+
+        for planned in restart.pods:
+            plan = await self._fresh_plan(planned) if planned.action == "in-place" else planned
+            if plan is None:
+                continue  # gone since the run was planned: its controller replaces it
+            if plan.action == "in-place":
+                problem = await self._upgrade_in_place(plan)
+                if problem:
+                    return await failed(problem)
+                patched.append(plan.name)
+                continue
+            if plan.action != "restart":
+                continue  # current by now
+            if restart.kind not in _CONTROLLERS:
+                return await failed(f"pod {plan.name} must be recreated: {plan.reasons[0]}")
             outcome, count = await self._evict(plan)
             refused += count
             if outcome:
-                return await self._failed(restart, outcome, refused)
+                return await failed(outcome)
+            evicted.append(plan.name)
             problem = await self._wait_healthy(restart, plan.name)
             if problem:
-                return await self._failed(restart, problem, refused)
-        self.metrics.inc(RESTARTS, restart.namespace)
+                return await failed(problem)
+        done = [f"{len(patched)} pod(s) upgraded in place"] if patched else []
+        done += [f"{len(evicted)} pod(s) replaced"] if evicted else []
+        if evicted:
+            self.metrics.inc(RESTARTS, restart.namespace)
         await self._event(
-            restart, "Normal", "SidecarRestarted",
-            f"{len(restart.pods)} pod(s) replaced; the workload is healthy",
+            restart, "Normal", "SidecarRestarted" if evicted else "SidecarUpgradedInPlace",
+            f"{'; '.join(done) or 'nothing left to do'}; the workload is healthy",
         )  # fmt: skip
-        log.info(
-            "%s/%s restarted (%d pods)", restart.namespace, restart.workload, len(restart.pods)
-        )
-        return RestartResult(restart, "restarted", evictions_refused=refused)
+        log.info("%s/%s: %s", restart.namespace, restart.workload, "; ".join(done) or "current")
+        return RestartResult(
+            restart, "restarted" if evicted else "upgraded in place",
+            evictions_refused=refused, upgraded_in_place=tuple(patched), evicted=tuple(evicted),
+        )  # fmt: skip
 
-    async def _failed(self, restart: WorkloadRestart, detail: str, refused: int) -> RestartResult:
+    async def _fresh_plan(self, planned: PodPlan) -> PodPlan | None:
+        """The pod planned again from what the API server holds now: the patch carries the
+        pod's resourceVersion, which its status updates move on while earlier pods restart."""
+        view = await load_view(self.client, planned.namespace)
+        for plan in plan_namespace(view, planned.namespace):
+            if plan.name == planned.name:
+                return plan
+        return None
+
+    async def _upgrade_in_place(self, plan: PodPlan) -> str:
+        """'' once the pod is patched and Ready with its restarted proxy; else why not."""
+        result = await apply_in_place(self.client, plan)
+        if result.outcome != "patched":
+            return f"upgrading pod {plan.name} in place: {result.detail}"
+        self.metrics.inc(IN_PLACE, plan.namespace)
+        await self._event_for_pod(
+            plan, "Normal", "SidecarUpgradedInPlace",
+            f"sidecar {plan.current_revision} -> {plan.target_revision} in place: "
+            f"restarting {', '.join(plan.restarts) or 'nothing'}, the app keeps running",
+        )  # fmt: skip
+        return await wait_upgraded(
+            self.client, plan, timeout=self.settings.healthy_timeout,
+            poll_seconds=self.settings.poll_seconds, sleep=self.sleep,
+        )  # fmt: skip
+
+    async def _failed(
+        self,
+        restart: WorkloadRestart,
+        detail: str,
+        refused: int,
+        patched: tuple[str, ...],
+        evicted: tuple[str, ...],
+    ) -> RestartResult:
         self.metrics.inc(FAILURES, restart.namespace)
         await self._event(restart, "Warning", "SidecarRestartFailed", f"{detail}; stopped here")
         log.warning("restart of %s/%s stopped: %s", restart.namespace, restart.workload, detail)
-        return RestartResult(restart, "failed", detail, refused)
+        return RestartResult(restart, "failed", detail, refused, patched, evicted)
 
     # --- eviction ---------------------------------------------------------------------------
 
@@ -180,7 +263,11 @@ class Restarter:
                 refused += 1
                 self.metrics.inc(REFUSALS, plan.namespace)
                 if refused == 1:
-                    await self._event_for_pod(plan, str(exc.status.message or "eviction refused"))
+                    message = str(exc.status.message or "eviction refused")
+                    await self._event_for_pod(
+                        plan, "Normal", "EvictionRefused",
+                        f"waiting for the PodDisruptionBudget: {message}",
+                    )  # fmt: skip
             if loop.time() >= deadline:
                 return (
                     f"pod {plan.name}: a PodDisruptionBudget refused its eviction for "
@@ -235,17 +322,14 @@ class Restarter:
         }
         await self._create_event(restart.namespace, involved, kind, reason, message)
 
-    async def _event_for_pod(self, plan: PodPlan, message: str) -> None:
+    async def _event_for_pod(self, plan: PodPlan, kind: str, reason: str, message: str) -> None:
         involved = {
             "apiVersion": "v1",
             "kind": "Pod",
             "name": plan.name,
             "namespace": plan.namespace,
         }
-        await self._create_event(
-            plan.namespace, involved, "Normal", "EvictionRefused",
-            f"waiting for the PodDisruptionBudget: {message}",
-        )  # fmt: skip
+        await self._create_event(plan.namespace, involved, kind, reason, message)
 
     async def _create_event(
         self,

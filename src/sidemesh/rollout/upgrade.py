@@ -105,7 +105,12 @@ async def carry_out(
 
 
 async def wait_upgraded(
-    client: AsyncClient, plan: PodPlan, *, timeout: float, poll_seconds: float = 1.0
+    client: AsyncClient,
+    plan: PodPlan,
+    *,
+    timeout: float,
+    poll_seconds: float = 1.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> str:
     """'' once the patched pod is Ready with its proxy restarted; why not after `timeout`."""
     loop = asyncio.get_running_loop()
@@ -118,7 +123,7 @@ async def wait_upgraded(
             return ""
         if loop.time() >= deadline:
             return f"pod {plan.name} not ready with its new sidecar {timeout:.0f}s after the patch"
-        await asyncio.sleep(poll_seconds)
+        await sleep(poll_seconds)
 
 
 async def upgrade_sidecars(

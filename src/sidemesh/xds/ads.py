@@ -12,6 +12,10 @@ nonce and version of the last response, and what the proxy ACKed or NACKed. Rule
   ones, SotW EDS only the changed assignments, SotW LDS/CDS the whole (pre-encoded) set;
 * responses are spliced from pre-encoded resource fields (`responses.py`, `cache.py`), so
   proxies in the same position share one response, nonce included;
+* memory stays bounded whatever the number of streams: shared responses are kept in an LRU
+  bounded in bytes (proxies of distinct shapes cannot share, and a 1,000-service LDS response
+  is megabytes), and at most `write_concurrency` large responses are being written at once
+  (gRPC copies each message it sends and holds it until the proxy reads it; `write_slots.py`);
 * with an authenticator (:15012) a stream must authenticate before its first request is read,
   and the node it claims must be the caller's own (`authn.py`).
 """
@@ -32,16 +36,18 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
-from sidemesh.api.protowire import length_delimited
 from sidemesh.api.text import untrusted
+from sidemesh.inject.memo import Memo
 from sidemesh.security.identity import SpiffeId
 from sidemesh.xds.authn import XdsAuthenticator, XdsAuthError, XdsCaller, authorize
 from sidemesh.xds.cache import TYPE_ORDER, ResourceCache, TypedResources
+from sidemesh.xds.grpc_gen import GrpcGenerator, is_grpc
 from sidemesh.xds.metrics import XdsMetrics, short_type
 from sidemesh.xds.model import MeshSnapshot
 from sidemesh.xds.proxy import NodeError, ProxyInfo, parse_node
 from sidemesh.xds.resource_names import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER
 from sidemesh.xds.responses import TypeState, control_plane_field, delta_payload, sotw_payload
+from sidemesh.xds.write_slots import WriteSlots
 
 log = logging.getLogger("sidemesh.xds.ads")
 
@@ -49,6 +55,9 @@ SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 WILDCARD_TYPES = frozenset({TYPE_LISTENER, TYPE_CLUSTER})
 SERVED_TYPES = frozenset(TYPE_ORDER)
 _NOTHING: frozenset[Any] = frozenset()
+# A first response, or a SotW LDS/CDS one, for a set this large takes its write slot before it is
+# built (a few hundred listeners with telemetry are megabytes).
+LARGE_SET_RESOURCES = 100
 # Envoy's NACK message, kept per proxy and type for proxy-status, and logged: bounded, since
 # one proxy per type could otherwise hold (or log) a message of any size.
 NACK_KEPT_CHARACTERS = 4096
@@ -78,18 +87,25 @@ class AdsServer:
         metrics: XdsMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         push_concurrency: int = 100,
+        write_concurrency: int = 32,
+        write_slot_seconds: float = 10.0,
+        response_memory_bytes: int = 128 * 1024 * 1024,
     ) -> None:
         self.cache = ResourceCache(snapshot)
+        self.grpc = GrpcGenerator()  # proxyless gRPC clients (node metadata GENERATOR: grpc)
         self.instance_id = instance_id
         self.metrics = metrics or XdsMetrics()
         self.clock = clock
         self.connections: dict[str, Connection] = {}
         self._ids = itertools.count(1)
         self._nonces = itertools.count(1)
-        self._responses: dict[tuple[Any, ...], tuple[str, bytes | None]] = {}
+        self._response_memory = response_memory_bytes
+        self._responses = self._new_response_memo()
         self._subscriptions: dict[frozenset[str], frozenset[str]] = {}
         # Bounds the responses queued in gRPC at once after a snapshot change (memory).
         self._push_slots = asyncio.Semaphore(push_concurrency)
+        # Bounds the large messages gRPC holds copies of (until each proxy reads its own).
+        self._write_slots = WriteSlots(write_concurrency, write_slot_seconds)
         self._snapshot_time = clock()
         self._control_plane_sotw = control_plane_field(instance_id, delta=False)
         self._control_plane_delta = control_plane_field(instance_id, delta=True)
@@ -123,11 +139,19 @@ class AdsServer:
     def set_snapshot(self, snapshot: MeshSnapshot) -> None:
         """Adopt a new snapshot and wake every connection to push what changed for it."""
         self.cache.set_snapshot(snapshot)
-        self._responses.clear()
+        self._responses = self._new_response_memo()
         self._snapshot_time = self.clock()
         self.metrics.snapshots += 1
         for connection in self.connections.values():
             connection.wake.set()
+
+    def _new_response_memo(self) -> Memo[tuple[Any, ...], tuple[str, bytes | None]]:
+        return Memo(1_000_000, max_weight=self._response_memory)
+
+    @property
+    def response_memo_bytes(self) -> int:
+        """Bytes of responses kept for sharing (bounded by `response_memory_bytes`)."""
+        return self._responses.weight
 
     # --- streams ---------------------------------------------------------------------------
 
@@ -196,7 +220,7 @@ class AdsServer:
             async with self._push_slots, connection.lock:
                 assert connection.proxy is not None
                 try:
-                    resources = self.cache.resources_for(connection.proxy)
+                    resources = self._resources_of(connection)
                 except Exception:
                     # One proxy's failed build must not end its pushes for good: the proxy
                     # keeps what it has and the next snapshot tries again.
@@ -284,7 +308,15 @@ class AdsServer:
 
     def _resources(self, connection: Connection, type_url: str) -> TypedResources:
         assert connection.proxy is not None
-        return self.cache.resources_for(connection.proxy)[type_url]
+        return self._resources_of(connection)[type_url]
+
+    def _resources_of(self, connection: Connection) -> dict[str, TypedResources]:
+        """Envoy's resources for the proxy, or for a gRPC client only the names it asked for."""
+        assert connection.proxy is not None
+        if is_grpc(connection.proxy):
+            asked = {type_url: state.subscribed for type_url, state in connection.types.items()}
+            return self.grpc.resources_for(self.cache.snapshot, connection.proxy, asked)
+        return self.cache.resources_for(connection.proxy)
 
     async def _on_delta_request(self, connection: Connection, request: Any) -> None:
         type_url = request.type_url
@@ -311,8 +343,32 @@ class AdsServer:
     # --- responses -------------------------------------------------------------------------
 
     async def _push(self, connection: Connection, typed: TypedResources, *, initial: bool) -> bool:
-        type_url = typed.type_url
-        state = connection.types[type_url]
+        state = connection.types[typed.type_url]
+        # A response that may carry a whole set (the first one, or SotW LDS/CDS) is built and
+        # written holding a write slot: proxies connecting by the thousand then hold a few
+        # copies of a megabytes-large response at a time, not one each.
+        whole_set = initial or (not connection.delta and state.subscribed is None)
+        held = whole_set and len(typed.resources) >= LARGE_SET_RESOURCES
+        if held:
+            await self._write_slots.acquire()
+        try:
+            message = self._response(connection, state, typed, initial=initial)
+        except BaseException:
+            if held:
+                self._write_slots.release()
+            raise
+        if message is None:
+            if held:
+                self._write_slots.release()
+            return False
+        await self._write_slots.write(connection.context, message, held=held)
+        self.metrics.pushed(typed.type_url)
+        return True
+
+    def _response(
+        self, connection: Connection, state: TypeState, typed: TypedResources, *, initial: bool
+    ) -> bytes | None:
+        """The response owed (None: nothing), recorded as sent."""
         # Connections in the same position (same previous and next resources, same
         # subscription) get the very same response bytes, nonce included: nonces need only be
         # unique within a stream, and sharing saves a copy of a large response per proxy.
@@ -324,19 +380,19 @@ class AdsServer:
         response = self._responses.get(key)
         if response is None or (response[0] and response[0] == state.nonce_sent):
             change = self.cache.diff(state.sent, typed)
+            nonce = str(next(self._nonces))  # unused if nothing is sent: nonces need no order
             if connection.delta:
                 payload = delta_payload(
-                    state, typed, *change.as_tuple(), control_plane=self._control_plane_delta
-                )
+                    state, typed, *change.as_tuple(), control_plane=self._control_plane_delta,
+                    nonce=nonce,
+                )  # fmt: skip
             else:
                 payload = sotw_payload(
                     state, typed, *change.as_tuple(), initial=initial,
-                    control_plane=self._control_plane_sotw,
+                    control_plane=self._control_plane_sotw, nonce=nonce,
                 )  # fmt: skip
-            nonce = str(next(self._nonces)) if payload is not None else ""
-            response = (nonce, None if payload is None else
-                        payload + length_delimited(5, nonce.encode()))  # fmt: skip
-            self._responses[key] = response
+            response = (nonce, payload) if payload is not None else ("", None)
+            self._responses.put(key, response, weight=len(payload or b""))
         state.sent = typed
         state.pending.clear()
         state.client_versions = {}
@@ -344,12 +400,10 @@ class AdsServer:
         if message is None:
             if not state.nonce_sent:
                 state.version_sent = state.version_acked = typed.version
-            return False
+            return None
         state.nonce_sent = nonce
         state.version_sent = typed.version
-        await connection.context.write(message)
-        self.metrics.pushed(type_url)
-        return True
+        return message
 
     # --- status ----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 from sidemesh.api import networking, security, telemetry
 from sidemesh.api.config import MeshConfig
 from sidemesh.api.telemetry.mesh import MeshTelemetry, mesh_telemetry
-from sidemesh.xds import convert, service_entries
+from sidemesh.xds import config_order, convert, service_entries
 from sidemesh.xds.credentials import credentials_of
 from sidemesh.xds.jwks_fetch import JwksFetcher, jwks_uris
 from sidemesh.xds.model import Endpoint, MeshSnapshot, PeerAuthentication, Service
@@ -114,6 +114,8 @@ def build_snapshot(
             problems.append(str(exc).replace("\n", "; "))
     for resources in traffic.values():
         resources.sort(key=lambda r: (r.namespace, r.name))
+    for kind in config_order.OLDEST_FIRST_KINDS:  # Istio's order for conflicting config
+        traffic[kind].sort(key=config_order.config_order)
 
     def select(svc: Service, selector: Mapping[str, str]) -> list[Endpoint]:
         return convert.selected_endpoints(
@@ -203,6 +205,12 @@ class SnapshotBuilder:
             self.delete(*key)
         for obj in fresh.values():
             self.upsert(obj)
+
+    def replace_mesh(self, mesh: MeshConfig) -> None:
+        """A new MeshConfig (its file changed): the next snapshot is built from it."""
+        if mesh != self.mesh:
+            self.mesh = mesh
+            self._mark(("MeshConfig", "", "mesh"))
 
     def _mark(self, key: Key) -> None:
         self._changed.add("/".join(part for part in key if part))

@@ -28,10 +28,11 @@ from sidemesh.xds import (
     outbound,
     routes,
     scoping,
+    sidecar_listeners,
     wildcard_listeners,
 )
 from sidemesh.xds.inbound import ProxyShape, proxy_shape
-from sidemesh.xds.model import Endpoint, MeshSnapshot, Service
+from sidemesh.xds.model import Endpoint, MeshSnapshot, Service, is_http
 from sidemesh.xds.proxy import Bind, ProxyInfo
 from sidemesh.xds.resource_names import (
     TYPE_CLUSTER,
@@ -41,6 +42,8 @@ from sidemesh.xds.resource_names import (
     VIRTUAL_OUTBOUND,
     subset_cluster_name,
 )
+from sidemesh.xds.telemetry import NO_PLAN
+from sidemesh.xds.telemetry_policy import SidePlan
 
 K = TypeVar("K")
 log = logging.getLogger("sidemesh.xds.cache")
@@ -192,7 +195,7 @@ class ResourceCache:
         self._scopes: dict[scoping.ProxyView, scoping.Scope] = {}
         self._facts = scoping.ScopingFacts.of(self.snapshot)
         self._capture_listeners: dict[tuple[Bind, bool, bool], Resource] = {}
-        self._shared: dict[tuple[scoping.ProxyView, str], TypedResources] = {}
+        self._shared: dict[tuple[scoping.ProxyView, str, SidePlan], TypedResources] = {}
         self._gateways: dict[ProxyInfo, dict[str, TypedResources]] = {}
         self._diffs.clear()
 
@@ -233,13 +236,15 @@ class ResourceCache:
     def _build(self, shape: ProxyShape, view: scoping.ProxyView) -> dict[str, TypedResources]:
         scope = self.scope_of(view)
         key = (shape, self.snapshot.trust_domain)
-        inbound_listener, inbound_clusters = self._inbound.get_or_build(
+        inbound_listeners, inbound_clusters = self._inbound.get_or_build(
             key, partial(_inbound_resources, shape, self.snapshot.trust_domain)
         )
+        client = shape.telemetry.client  # the client side's telemetry: part of the key
         listeners = TypedResources.extend(
-            self._shared_typed(scope, TYPE_LISTENER, self._listener_resources),
+            self._shared_typed(scope, TYPE_LISTENER,
+                               partial(self._listener_resources, client=client), client),
             [self._capture_listener(shape.outbound_bind, shape.transparent, scope.registry_only),
-             inbound_listener],
+             *inbound_listeners],
         )  # fmt: skip
         clusters = TypedResources.extend(
             self._shared_typed(scope, TYPE_CLUSTER, self._outbound_clusters), inbound_clusters
@@ -257,8 +262,10 @@ class ResourceCache:
                 if problem not in self._gateway_problems:
                     log.warning("gateway %s/%s: %s", proxy.namespace, proxy.pod_name, problem)
                     self._gateway_problems.add(problem)
-            listeners = [Resource.of(TYPE_LISTENER, listener.name, listener.SerializeToString())
-                         for listener in gateway.gateway_listeners(self.snapshot, proxy, plan)]
+            listeners = [
+                Resource.of(TYPE_LISTENER, listener.name, listener.SerializeToString())
+                for listener in gateway.gateway_listeners(self.snapshot, proxy, plan)
+            ]
             found = self._gateways[proxy] = {
                 TYPE_LISTENER: TypedResources.of(TYPE_LISTENER, listeners),
                 TYPE_CLUSTER: self._shared_typed(scope, TYPE_CLUSTER, self._outbound_clusters),
@@ -271,8 +278,11 @@ class ResourceCache:
         scope: scoping.Scope,
         type_url: str,
         build: Callable[[scoping.Scope], list[Resource]],
+        client: SidePlan = NO_PLAN,
     ) -> TypedResources:
-        key = (scope.view, type_url)
+        """A view's base set of one type; listeners also differ by the client side's telemetry
+        plan (`client`): proxies with equal views and plans share one object."""
+        key = (scope.view, type_url, client)
         found = self._shared.get(key)
         if found is None:
             found = self._shared[key] = TypedResources.of(type_url, build(scope))
@@ -290,17 +300,23 @@ class ResourceCache:
             )
         return found
 
-    def _listener_resources(self, scope: scoping.Scope) -> list[Resource]:
+    def _listener_resources(
+        self, scope: scoping.Scope, *, client: SidePlan = NO_PLAN
+    ) -> list[Resource]:
         resources = []
         for service, port in outbound.outbound_services(scope):
             key = routes.listener_routes(scope, service, port)
-            build = partial(_service_listener_resource, service, port, key)
-            resources.append(self._service_listeners.get_or_build((service, port, key), build))
+            build = partial(_service_listener_resource, service, port, key, client)
+            memo_key = (service, port, key, client)
+            resources.append(self._service_listeners.get_or_build(memo_key, build))
         registry_only = scope.registry_only
         for port, hosts in sorted(wildcard_listeners.wildcard_hosts(scope).items()):
-            wildcard_key = (port, tuple(hosts), registry_only)
-            build = partial(_wildcard_listener_resource, port, tuple(hosts), registry_only)
+            wildcard_key = (port, tuple(hosts), registry_only, client)
+            build = partial(_wildcard_listener_resource, port, tuple(hosts), registry_only, client)
             resources.append(self._wildcard_listeners.get_or_build(wildcard_key, build))
+        # a Sidecar's egress listeners with a bind or captureMode NONE (built once per view)
+        bound = sidecar_listeners.bound_egress_listeners(scope, client).listeners
+        resources += [Resource.of(TYPE_LISTENER, b.name, b.SerializeToString()) for b in bound]
         return resources
 
     def _outbound_clusters(self, scope: scoping.Scope) -> list[Resource]:
@@ -329,32 +345,49 @@ class ResourceCache:
                     endpoints = outbound.cluster_endpoints(
                         snapshot, service, port.port, plan.labels
                     )
-                    build = partial(_assignment_resource, name, endpoints)
-                    resources.append(self._assignments.get_or_build((name, endpoints), build))
+                    tcp = not is_http(port.protocol)  # TCP series name the workload
+                    build = partial(_assignment_resource, name, endpoints, tcp)
+                    key = (name, endpoints, tcp)
+                    resources.append(self._assignments.get_or_build(key, build))
         return resources
 
 
-def _service_listener_resource(service: Service, port: int, http_routes: str) -> Resource:
-    listener = outbound.service_listener(service, port, http_routes)
+def _service_listener_resource(
+    service: Service, port: int, http_routes: str, client: SidePlan
+) -> Resource:
+    listener = outbound.service_listener(service, port, http_routes, client)
     return Resource.of(TYPE_LISTENER, listener.name, listener.SerializeToString())
 
 
-def _assignment_resource(name: str, endpoints: tuple[tuple[Endpoint, bool], ...]) -> Resource:
-    assignment = outbound.load_assignment(name, endpoints)
+def _assignment_resource(
+    name: str, endpoints: tuple[tuple[Endpoint, bool], ...], tcp: bool
+) -> Resource:
+    assignment = outbound.load_assignment(name, endpoints, workload_labels=tcp)
     return Resource.of(TYPE_ENDPOINT, name, assignment.SerializeToString())
 
 
-def _inbound_resources(shape: ProxyShape, trust_domain: str) -> tuple[Resource, list[Resource]]:
+def _inbound_resources(
+    shape: ProxyShape, trust_domain: str
+) -> tuple[list[Resource], list[Resource]]:
     listener = inbound.inbound_listener(shape, trust_domain)
+    # a Sidecar's ingress listeners with captureMode NONE: bound listeners of their own
+    bound = [Resource.of(TYPE_LISTENER, b.name, b.SerializeToString())
+             for b in inbound.bound_inbound_listeners(shape, trust_domain)]  # fmt: skip
     clusters = [Resource.of(TYPE_CLUSTER, c.name, c.SerializeToString())
                 for c in inbound.inbound_clusters(shape)]  # fmt: skip
-    return Resource.of(TYPE_LISTENER, VIRTUAL_INBOUND, listener.SerializeToString()), clusters
+    virtual = Resource.of(TYPE_LISTENER, VIRTUAL_INBOUND, listener.SerializeToString())
+    return [virtual, *bound], clusters
 
 
 def _wildcard_listener_resource(
-    port: int, hosts: tuple[wildcard_listeners.WildcardHost, ...], registry_only: bool
+    port: int,
+    hosts: tuple[wildcard_listeners.WildcardHost, ...],
+    registry_only: bool,
+    client: SidePlan,
 ) -> Resource:
-    listener = wildcard_listeners.wildcard_listener(port, hosts, registry_only=registry_only)
+    listener = wildcard_listeners.wildcard_listener(
+        port, hosts, registry_only=registry_only, telemetry=client
+    )
     return Resource.of(TYPE_LISTENER, listener.name, listener.SerializeToString())
 
 

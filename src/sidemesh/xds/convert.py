@@ -8,11 +8,12 @@ the object and the field.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sidemesh.api import names
+from sidemesh.api.networking.validation import creation_time
+from sidemesh.inject.identity import workload_of
 from sidemesh.xds.model import Endpoint, MtlsMode, PeerAuthentication, Service, ServicePort
 from sidemesh.xds.model import port_protocol as protocol_of
 
@@ -119,20 +120,12 @@ def _port(obj: Mapping[str, Any], value: Any) -> int:
 def _created(obj: Mapping[str, Any]) -> float:
     """metadata.creationTimestamp in seconds; absent (a hand-written file) counts as oldest."""
     value = (obj.get("metadata") or {}).get("creationTimestamp")
-    if not value:
-        return 0.0
-    if isinstance(value, datetime.datetime):  # YAML reads an unquoted timestamp as one
-        moment = value
-    else:
-        try:
-            moment = datetime.datetime.fromisoformat(str(value))
-        except ValueError:
-            raise ObjectError(
-                f"{_where(obj)}: metadata.creationTimestamp {value!r} is not an RFC 3339 time"
-            ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.timestamp()
+    seconds = creation_time(value)
+    if seconds is None:
+        raise ObjectError(
+            f"{_where(obj)}: metadata.creationTimestamp {value!r} is not an RFC 3339 time"
+        )
+    return seconds
 
 
 def _mode(obj: Mapping[str, Any], value: Any, field: str) -> MtlsMode | None:
@@ -150,7 +143,8 @@ def _pod_facts(pod: Mapping[str, Any] | None) -> dict[str, Any]:
     spec = pod.get("spec") or {}
     return {
         "service_account": str(spec.get("serviceAccountName") or "default"),
-        "workload_name": str((pod.get("metadata") or {}).get("name") or ""),
+        # the workload Istio's telemetry names (a Deployment, not its pod), as the injector does
+        "workload_name": workload_of(pod.get("metadata") or {}).name,
         "has_sidecar": labels.get(names.LABEL_TLS_MODE) == "istio",
         "labels": tuple(sorted(labels.items())),
     }

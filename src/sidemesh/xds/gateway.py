@@ -18,11 +18,15 @@ Istio's rules, as implemented here:
 * HTTP servers of one port share a filter chain; HTTPS ones each get a chain matched by SNI
   (their hosts) that terminates TLS: SIMPLE/MUTUAL with `credentialName` (a Secret in the
   gateway proxy's own namespace, sent inline to that proxy only), or ISTIO_MUTUAL (mesh certs);
-* `tls.httpsRedirect` on an HTTP server answers every request with a redirect to https.
+* `tls.httpsRedirect` on an HTTP server answers every request with a redirect to https;
+* PASSTHROUGH (HTTPS/TLS) servers share a port's SNI-matched chains with HTTPS ones and forward
+  the client's TLS by the `tls` rules' `sniHosts`; a TCP server takes its port and forwards by
+  the first `tcp` rule (`xds.gateway_passthrough`).
 
 What cannot be served is left out with a reason (`GatewayPlan.skipped`) instead of making Envoy
-refuse the whole listener set: TCP/TLS passthrough servers, file-based certificates, a missing
-or broken Secret, a second server claiming the same port and hosts.
+refuse the whole listener set: AUTO_PASSTHROUGH servers, TLS termination before TCP routes,
+file-based certificates, a missing or broken Secret, a second server claiming the same port and
+hosts.
 """
 
 # mypy: disable-error-code="import-untyped"
@@ -37,9 +41,7 @@ from typing import Any
 from envoy.config.listener.v3 import listener_pb2
 from google.protobuf import json_format
 
-from sidemesh.api.networking import Gateway, Resource, VirtualService
-from sidemesh.api.networking.gateway import Server
-from sidemesh.api.networking.virtual_service import MESH_GATEWAY, HTTPMatchRequest
+from sidemesh.api.networking import Gateway
 from sidemesh.api.text import untrusted
 from sidemesh.xds import inbound  # noqa: F401  (registers the TLS inspector type)
 from sidemesh.xds.credentials import TlsCredential
@@ -49,14 +51,24 @@ from sidemesh.xds.envoy_json import (
     socket_address,
     typed,
 )
+from sidemesh.xds.gateway_passthrough import passthrough_chains, tcp_chains
+from sidemesh.xds.gateway_servers import (
+    PORT_FAMILY,
+    BoundServer,
+    bound_virtual_services,
+    intersect_hosts,
+    match_applies,
+    server_kind,
+)
 from sidemesh.xds.model import MeshSnapshot
 from sidemesh.xds.proxy import ProxyInfo
 from sidemesh.xds.routes import FAULT_FILTER, gateway_routes
 from sidemesh.xds.scoping import ProxyView, Scope
 
+__all__ = ["BoundServer", "GatewayPlan", "gateway_listeners", "intersect_hosts", "is_router",
+           "plan_gateway", "without_sidecar"]  # fmt: skip
+
 ROUTER = "router"
-HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "HTTPS"})
-TERMINATED_TLS_MODES = frozenset({"SIMPLE", "MUTUAL", "ISTIO_MUTUAL"})
 _TLS_VERSIONS = {"TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2",
                  "TLSV1_3": "TLSv1_3"}  # fmt: skip
 _DOWNSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
@@ -72,41 +84,6 @@ def without_sidecar(view: ProxyView) -> ProxyView:
     """A gateway's view: Sidecar resources never apply to gateways (Istio's rule), so a
     mesh-wide Sidecar limiting egress does not cut a gateway off from its backends."""
     return replace(view, sidecar="") if view.sidecar else view
-
-
-@dataclass(frozen=True)
-class BoundServer:
-    """One Gateway server as one proxy serves it."""
-
-    gateway: Resource[Gateway]
-    index: int  # in the Gateway's `servers`
-    server: Server
-    address: str  # where the listener binds
-    port: int  # the listener's port (the Service's targetPort for server.port.number)
-    credential: TlsCredential | None = None
-
-    @property
-    def terminates_tls(self) -> bool:
-        return (self.server.port.protocol or "").upper() == "HTTPS"
-
-    @property
-    def where(self) -> str:
-        return f"Gateway {self.gateway.namespace}/{self.gateway.name} servers[{self.index}]"
-
-    def hosts(self) -> list[tuple[str, str]]:
-        """(namespace, host) pairs: `host` alone means any namespace, `.` the Gateway's."""
-        found = []
-        for entry in self.server.hosts:
-            namespace, slash, host = entry.partition("/")
-            if not slash:
-                namespace, host = "*", entry
-            found.append((self.gateway.namespace if namespace == "." else namespace, host))
-        return found
-
-    def server_names(self) -> frozenset[str]:
-        """SNI names of a TLS chain; empty when a host is `*` (then it matches any name)."""
-        hosts = {host for _, host in self.hosts()}
-        return frozenset() if "*" in hosts else frozenset(hosts)
 
 
 @dataclass(frozen=True)
@@ -135,9 +112,7 @@ def _credential(
     """The server's certificate, or None and why it cannot be served."""
     tls = bound.server.tls
     assert tls is not None  # validation: HTTPS servers have TLS settings
-    mode = tls.mode or "PASSTHROUGH"
-    if mode not in TERMINATED_TLS_MODES:
-        return None, f"TLS mode {mode} is not served (SIMPLE, MUTUAL and ISTIO_MUTUAL are)"
+    mode = tls.mode
     if mode == "ISTIO_MUTUAL":
         return None, ""
     if not tls.credential_name:
@@ -162,8 +137,8 @@ def plan_gateway(snapshot: MeshSnapshot, proxy: ProxyInfo) -> GatewayPlan:
     targets = _target_ports(snapshot, proxy)
     servers: list[BoundServer] = []
     skipped: list[str] = []
-    # per listen address:port: does it carry TLS, and which SNI name sets are taken
-    ports: dict[tuple[str, int], tuple[bool, list[frozenset[str]]]] = {}
+    # per listen address:port: what it carries (PORT_FAMILY), and which SNI name sets are taken
+    ports: dict[tuple[str, int], tuple[str, list[frozenset[str]]]] = {}
     for gateway in sorted(snapshot.gateways, key=lambda g: (g.namespace, g.name)):
         if not selects(gateway.spec, labels):
             continue
@@ -173,86 +148,39 @@ def plan_gateway(snapshot: MeshSnapshot, proxy: ProxyInfo) -> GatewayPlan:
                 server.bind if server.bind and not server.bind.startswith("unix://") else "0.0.0.0",
                 targets.get(server.port.number, server.port.number),
             )  # fmt: skip
-            protocol = (server.port.protocol or "").upper()
-            if protocol not in HTTP_PROTOCOLS:
-                skipped.append(f"{bound.where}: protocol {untrusted(protocol)} is not served "
-                               "by sidemesh gateways yet (HTTP and HTTPS are)")  # fmt: skip
+            kind, reason = server_kind(server)
+            if kind is None:
+                skipped.append(f"{bound.where}: {reason}")
                 continue
+            bound = replace(bound, kind=kind)
             if bound.terminates_tls:
                 credential, reason = _credential(snapshot, proxy, bound)
                 if reason:
                     skipped.append(f"{bound.where}: {reason}")
                     continue
-                bound = BoundServer(gateway, index, server, bound.address, bound.port, credential)
-            key = (bound.address, bound.port)
-            tls, taken = ports.setdefault(key, (bound.terminates_tls, []))
-            if tls != bound.terminates_tls:
-                served = "HTTPS" if tls else "plain HTTP"
-                skipped.append(f"{bound.where}: port {bound.port} already serves {served} "
-                               "for another server")  # fmt: skip
+                bound = replace(bound, credential=credential)
+            family = PORT_FAMILY[kind]
+            family_taken, taken = ports.setdefault((bound.address, bound.port), (family, []))
+            if family_taken != family:
+                skipped.append(f"{bound.where}: port {bound.port} already serves "
+                               f"{family_taken} for another server")  # fmt: skip
                 continue
-            if tls:
-                names = bound.server_names()
-                if any(not names or not other or names & other for other in taken):
-                    skipped.append(f"{bound.where}: another HTTPS server on port {bound.port} "
-                                   "already claims these hosts")  # fmt: skip
-                    continue
-                taken.append(names)
+            if kind == "tcp" and taken:
+                skipped.append(f"{bound.where}: port {bound.port} already serves TCP for "
+                               "another server (one TCP server per port)")  # fmt: skip
+                continue
+            names = bound.server_names()
+            if bound.reads_sni and any(not names or not other or names & other
+                                       for other in taken):  # fmt: skip
+                skipped.append(f"{bound.where}: another TLS server on port {bound.port} "
+                               "already claims these hosts")  # fmt: skip
+                continue
+            taken.append(names)
             servers.append(bound)
     return GatewayPlan(tuple(servers), tuple(skipped))
 
 
 # --- routes -----------------------------------------------------------------------------------
-
-
-def _gateway_refs(refs: tuple[str, ...], namespace: str) -> set[str]:
-    """`namespace/name` of the Gateways named in a VirtualService of `namespace`."""
-    found = set()
-    for ref in refs:
-        if ref == MESH_GATEWAY:
-            continue
-        found.add(ref if "/" in ref else f"{namespace}/{ref}")
-    return found
-
-
-def intersect_hosts(vs_host: str, server_host: str) -> str | None:
-    """The more specific of two hosts when one covers the other (Istio's wildcard rules)."""
-    if vs_host == server_host or server_host == "*":
-        return vs_host
-    if vs_host == "*":
-        return server_host
-    if server_host.startswith("*.") and vs_host.endswith(server_host[1:]):
-        return vs_host
-    if vs_host.startswith("*.") and server_host.endswith(vs_host[1:]):
-        return server_host
-    return None
-
-
-def _applies(
-    match: HTTPMatchRequest, *, proxy: ProxyInfo, gateway: str, port: int, namespace: str
-) -> bool:
-    """Whether a match of a VirtualService of `namespace` selects requests that `proxy`
-    receives on a server (`port`) of `gateway`: its `gateways`, `port` and source."""
-    if match.gateways and gateway not in _gateway_refs(match.gateways, namespace):
-        return False
-    if match.port is not None and match.port != port:
-        return False
-    labels = proxy.label_map
-    if any(labels.get(k) != v for k, v in match.source_labels.items()):
-        return False
-    return match.source_namespace in (None, proxy.namespace)
-
-
-def _shared_hosts(resource: Resource[VirtualService], bound: BoundServer) -> list[str]:
-    found: list[str] = []
-    for namespace, server_host in bound.hosts():
-        if namespace != "*" and namespace != resource.namespace:
-            continue
-        for vs_host in resource.spec.hosts:
-            host = intersect_hosts(vs_host, server_host)
-            if host is not None and host not in found:
-                found.append(host)
-    return found
 
 
 def _virtual_hosts(
@@ -262,15 +190,11 @@ def _virtual_hosts(
     by_host: dict[str, list[dict[str, Any]]] = {}
     redirect: set[str] = set()
     for bound in servers:
-        reference = f"{bound.gateway.namespace}/{bound.gateway.name}"
         number = bound.server.port.number
-        for resource in snapshot.virtual_services:
-            if reference not in _gateway_refs(resource.spec.gateways, resource.namespace):
+        for resource, hosts in bound_virtual_services(snapshot.virtual_services, bound):
+            if not resource.spec.http:
                 continue
-            hosts = _shared_hosts(resource, bound)
-            if not hosts or not resource.spec.http:
-                continue
-            applies = partial(_applies, proxy=proxy, gateway=reference, port=number,
+            applies = partial(match_applies, proxy=proxy, gateway=bound.reference, port=number,
                               namespace=resource.namespace)  # fmt: skip
             routes = gateway_routes(scope, resource, number, applies)
             for host in hosts:
@@ -366,11 +290,17 @@ def gateway_listeners(
     for (address, port), servers in sorted(by_port.items()):
         name = listener_name(address, port)
         chains: list[dict[str, Any]] = []
-        if not servers[0].terminates_tls:  # plan_gateway keeps one kind per port
+        if servers[0].kind == "http":  # plan_gateway keeps one family per port
             chains.append({"name": f"http.{port}", "filters": [
                 _http_filter(f"http.{port}", _virtual_hosts(snapshot, proxy, servers))
             ]})  # fmt: skip
+        elif servers[0].kind == "tcp":
+            chains += tcp_chains(snapshot, proxy, servers[0])
+        # HTTPS chains claim their names first; passthrough rules get the names left.
+        taken = {n for b in servers if b.terminates_tls for n in b.server_names()}
         for bound in servers:
+            if bound.kind == "passthrough":
+                chains += passthrough_chains(snapshot, proxy, bound, taken)
             if not bound.terminates_tls:
                 continue
             gateway = bound.gateway
@@ -383,6 +313,8 @@ def gateway_listeners(
                                      "typed_config": _downstream_tls(bound, snapshot.trust_domain)},
                 "filters": [_http_filter(route_name, _virtual_hosts(snapshot, proxy, [bound]))],
             })  # fmt: skip
+        if not chains:
+            continue  # no route for these servers yet: Envoy refuses a listener without chains
         listener: dict[str, Any] = {
             "name": name,
             "address": socket_address(address, port),
@@ -390,7 +322,7 @@ def gateway_listeners(
             "traffic_direction": "INBOUND",
             "filter_chains": chains,
         }
-        if servers[0].terminates_tls:
+        if servers[0].reads_sni:
             listener["listener_filters"] = [TLS_INSPECTOR]
         listeners.append(json_format.ParseDict(listener, listener_pb2.Listener()))
     return listeners

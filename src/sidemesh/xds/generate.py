@@ -23,11 +23,12 @@ from sidemesh.xds import (
     outbound,
     routes,
     scoping,
+    sidecar_listeners,
     wildcard_listeners,
 )
 from sidemesh.xds.inbound import ProxyShape as ProxyShape
 from sidemesh.xds.inbound import proxy_shape as proxy_shape
-from sidemesh.xds.model import MeshSnapshot
+from sidemesh.xds.model import MeshSnapshot, is_http
 from sidemesh.xds.proxy import ProxyInfo
 from sidemesh.xds.resource_names import TYPE_CLUSTER as TYPE_CLUSTER
 from sidemesh.xds.resource_names import TYPE_ENDPOINT as TYPE_ENDPOINT
@@ -56,12 +57,15 @@ def generate(snapshot: MeshSnapshot, proxy: ProxyInfo) -> GeneratedResources:
         registry_only=scope.registry_only,
         transparent=shape.transparent,
     )
+    client = shape.telemetry.client  # the client side's access logs, tracing, metrics
     per_service = [
-        outbound.service_listener(s, p, routes.listener_routes(scope, s, p))
+        outbound.service_listener(s, p, routes.listener_routes(scope, s, p), client)
         for s, p in outbound.outbound_services(scope)
     ]
     per_port = [
-        wildcard_listeners.wildcard_listener(port, hosts, registry_only=scope.registry_only)
+        wildcard_listeners.wildcard_listener(
+            port, hosts, registry_only=scope.registry_only, telemetry=client
+        )
         for port, hosts in sorted(wildcard_listeners.wildcard_hosts(scope).items())
     ]
     services = scope.services
@@ -79,6 +83,7 @@ def generate(snapshot: MeshSnapshot, proxy: ProxyInfo) -> GeneratedResources:
         outbound.load_assignment(
             subset_cluster_name(p.port, plan.subset, s.hostname),
             outbound.cluster_endpoints(snapshot, s, p.port, plan.labels),
+            workload_labels=not is_http(p.protocol),  # TCP series name the workload
         )
         for s in services
         if outbound.uses_eds(s)
@@ -95,8 +100,10 @@ def generate(snapshot: MeshSnapshot, proxy: ProxyInfo) -> GeneratedResources:
         listeners=(
             capture,
             inbound.inbound_listener(shape, snapshot.trust_domain),
+            *inbound.bound_inbound_listeners(shape, snapshot.trust_domain),
             *per_service,
             *per_port,
+            *sidecar_listeners.bound_egress_listeners(scope, client).listeners,
         ),
         clusters=(*clusters, *outbound.static_clusters(), *inbound.inbound_clusters(shape)),
         load_assignments=tuple(assignments),

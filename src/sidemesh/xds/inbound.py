@@ -6,15 +6,21 @@ PERMISSIVE a plaintext chain too; the app is reached on 127.0.0.1:<port>. Every 
 the workload's request policy (`inbound_policy`): jwt_authn + HTTP RBAC before the router on
 HTTP chains, network RBAC before tcp_proxy on TCP ones (the passthrough chain included, so an
 undeclared port is no way around a policy).
+
+A Sidecar with `ingress` listeners replaces the Services' ports by its listeners
+(`sidecar_ingress` decides each): the same chains, forwarded to the listener's
+`defaultEndpoint`; a listener with captureMode NONE also gets a listener of its own, bound
+(`bound_inbound_listeners`).
 """
 
 # mypy: disable-error-code="import-untyped"
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
@@ -35,7 +41,14 @@ from sidemesh.xds.envoy_json import (
 from sidemesh.xds.inbound_policy import NO_POLICY, InboundPolicy, inbound_policy
 from sidemesh.xds.model import MeshSnapshot, MtlsMode, Protocol, is_http
 from sidemesh.xds.proxy import Bind, ProxyInfo
-from sidemesh.xds.resource_names import INBOUND_PASSTHROUGH, VIRTUAL_INBOUND, inbound_cluster_name
+from sidemesh.xds.resource_names import (
+    BLACKHOLE,
+    INBOUND_PASSTHROUGH,
+    VIRTUAL_INBOUND,
+    inbound_cluster_name,
+)
+from sidemesh.xds.scoping import select_sidecar
+from sidemesh.xds.sidecar_ingress import IngressPort, ingress_decisions
 from sidemesh.xds.telemetry import NO_PLAN, inbound_http, inbound_tcp
 from sidemesh.xds.telemetry_policy import (
     DEFAULT_POLICY,
@@ -57,6 +70,7 @@ class InboundPort:
     protocol: Protocol
     mode: MtlsMode
     service: str = ""  # the hostname of the service the port serves (telemetry labels)
+    ingress: IngressPort | None = None  # from a Sidecar's ingress listener, else a Service's
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,8 @@ class ProxyShape:
     transparent: bool = False  # TPROXY interception: virtual listeners are IP_TRANSPARENT
     policy: InboundPolicy = NO_POLICY  # AuthorizationPolicy / RequestAuthentication filters
     telemetry: TelemetryPolicy = DEFAULT_POLICY  # access logs, tracing, metric overrides
+    # What the Sidecar's ingress listeners became, and why (explaining only: not a key part).
+    ingress_reasons: tuple[str, ...] = field(default=(), compare=False)
 
 
 def proxy_shape(snapshot: MeshSnapshot, proxy: ProxyInfo) -> ProxyShape:
@@ -84,6 +100,20 @@ def proxy_shape(snapshot: MeshSnapshot, proxy: ProxyInfo) -> ProxyShape:
         mode = snapshot.mtls_mode(proxy.namespace, labels, endpoint.port)
         ports[endpoint.port] = InboundPort(endpoint.port, service_port.protocol, mode,
                                            service.hostname)  # fmt: skip
+    reasons: tuple[str, ...] = ()
+    sidecar = (select_sidecar(snapshot.sidecars, proxy.namespace, labels,
+                              snapshot.root_namespace) if snapshot.sidecars else None)  # fmt: skip
+    if sidecar is not None and sidecar.spec.ingress:
+        # Istio's rule: the Sidecar's ingress listeners are the inbound ports, not the
+        # Services'; a Service's port of the same number still names it in telemetry.
+        decisions = ingress_decisions(sidecar.spec.ingress, pod_ip=proxy.ip)
+        ports = {d.port.port: InboundPort(
+            d.port.port, d.port.protocol,
+            snapshot.mtls_mode(proxy.namespace, labels, d.port.port),
+            ports[d.port.port].service if d.port.port in ports else "", d.port,
+        ) for d in decisions}  # fmt: skip
+        where = f"Sidecar {sidecar.namespace}/{sidecar.name}"
+        reasons = tuple(f"{where}: {d.reason}" for d in decisions)
     return ProxyShape(
         inbound=tuple(sorted(ports.values())),
         default_mode=snapshot.mtls_mode(proxy.namespace, labels, None),
@@ -92,6 +122,7 @@ def proxy_shape(snapshot: MeshSnapshot, proxy: ProxyInfo) -> ProxyShape:
         transparent=proxy.interception_mode == "TPROXY",
         policy=inbound_policy(snapshot, proxy.namespace, labels),
         telemetry=telemetry_policy(snapshot, proxy.namespace, labels),
+        ingress_reasons=reasons,
     )
 
 
@@ -103,8 +134,16 @@ def _inbound_chains(
     policy: InboundPolicy = NO_POLICY,
     service: str = "",
     telemetry: SidePlan = NO_PLAN,
+    ingress: IngressPort | None = None,
 ) -> list[dict[str, Any]]:
     cluster = inbound_cluster_name(port) if port is not None else INBOUND_PASSTHROUGH
+    match: dict[str, Any] = {"destination_port": port} if port is not None else {}
+    if ingress is not None and ingress.refused:  # dropped, never passed through to the app
+        return [{"name": f"{cluster}-refused", "filter_chain_match": match,
+                 "filters": [tcp_proxy(BLACKHOLE)]}]  # fmt: skip
+    if ingress is not None and ingress.bind:
+        length = 128 if ":" in ingress.bind else 32
+        match["prefix_ranges"] = [{"address_prefix": ingress.bind, "prefix_len": length}]
 
     def filters(tls: bool) -> list[dict[str, Any]]:
         if not is_http(protocol):
@@ -124,7 +163,6 @@ def _inbound_chains(
                                           normalize_path=True, **xfcc)  # fmt: skip
         return [inbound_http(manager, protocol, service=service, tls=tls, plan=telemetry)]
 
-    match: dict[str, Any] = {"destination_port": port} if port is not None else {}
     downstream_tls = typed(
         "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         require_client_certificate=True,
@@ -153,12 +191,16 @@ def _inbound_chains(
     return chains
 
 
+def _port_chains(shape: ProxyShape, inbound: InboundPort, trust_domain: str) -> list[Any]:
+    return _inbound_chains(inbound.port, inbound.protocol, inbound.mode, trust_domain,
+                           shape.policy, inbound.service, shape.telemetry.server,
+                           inbound.ingress)  # fmt: skip
+
+
 def inbound_listener(shape: ProxyShape, trust_domain: str) -> Any:
     chains = []
     for inbound in shape.inbound:
-        chains += _inbound_chains(inbound.port, inbound.protocol, inbound.mode, trust_domain,
-                                  shape.policy, inbound.service,
-                                  shape.telemetry.server)  # fmt: skip
+        chains += _port_chains(shape, inbound, trust_domain)
     chains += _inbound_chains(None, "TCP", shape.default_mode, trust_domain, shape.policy,
                               telemetry=shape.telemetry.server)  # fmt: skip
     listener: dict[str, Any] = {
@@ -174,22 +216,60 @@ def inbound_listener(shape: ProxyShape, trust_domain: str) -> Any:
     return json_format.ParseDict(listener, listener_pb2.Listener())
 
 
+def bound_inbound_listeners(shape: ProxyShape, trust_domain: str) -> list[Any]:
+    """A listener of its own, bound to its address, per ingress port with captureMode NONE:
+    reached by connections the capture does not redirect (or where there is no capture)."""
+    listeners = []
+    for inbound in shape.inbound:
+        if inbound.ingress is None or not inbound.ingress.listen:
+            continue
+        address = inbound.ingress.listen
+        listener: dict[str, Any] = {
+            "name": f"inbound_{address}_{inbound.port}",
+            "address": socket_address(address, inbound.port),
+            "traffic_direction": "INBOUND",
+            "listener_filters": [TLS_INSPECTOR],
+            "filter_chains": _port_chains(shape, inbound, trust_domain),
+        }
+        if shape.transparent:
+            listener["transparent"] = True
+        listeners.append(json_format.ParseDict(listener, listener_pb2.Listener()))
+    return listeners
+
+
 def inbound_clusters(shape: ProxyShape) -> list[Any]:
     clusters = []
     for inbound in shape.inbound:
+        ingress = inbound.ingress
+        if ingress is not None and ingress.refused:
+            continue  # its chain drops the connection: nothing to reach
         name = inbound_cluster_name(inbound.port)
+        address = socket_address(INBOUND_FORWARD_ADDRESS, inbound.port)
+        fields: dict[str, Any] = {}
+        if ingress is not None:
+            forward = ingress.forward
+            address = ({"pipe": {"path": forward.pipe}} if forward.pipe
+                       else socket_address(forward.address, forward.port))  # fmt: skip
+            if forward.source:
+                fields["upstream_bind_config"] = {
+                    "source_address": {"address": forward.source, "port_value": 0}
+                }
+            if ingress.cluster_fields:
+                fields.update(orjson.loads(ingress.cluster_fields))
         cluster: dict[str, Any] = {
             "name": name,
             "type": "STATIC",
             "connect_timeout": CONNECT_TIMEOUT,
             "load_assignment": {
                 "cluster_name": name,
-                "endpoints": [{"lb_endpoints": [
-                    {"endpoint": {"address": socket_address(INBOUND_FORWARD_ADDRESS, inbound.port)}}
-                ]}],
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
             },
         }  # fmt: skip
+        common = fields.pop("common_http_protocol_options", None)
+        cluster.update(fields)
         if inbound.protocol in ("HTTP2", "GRPC"):
-            cluster["typed_extension_protocol_options"] = http2_protocol_options()
+            cluster["typed_extension_protocol_options"] = http2_protocol_options(common)
+        elif common and is_http(inbound.protocol):
+            cluster["typed_extension_protocol_options"] = http2_protocol_options(common, http1=True)
         clusters.append(json_format.ParseDict(cluster, cluster_pb2.Cluster()))
     return clusters

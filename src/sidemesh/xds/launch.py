@@ -56,6 +56,7 @@ class MeshServing:
     monitoring_port: int | None = 15014
     # Single host:
     registry_files: tuple[Path, ...] = ()
+    mesh_file: Path | None = None  # where `mesh` came from: re-read when it changes
     ca_dir: Path | None = None
     token_file: Path | None = None
     # Kubernetes:
@@ -90,7 +91,7 @@ def _local_parts(settings: MeshServing) -> tuple[CaStore, Authenticator, Registr
     return (
         DirectoryCaStore(settings.ca_dir),
         LocalTokenAuthenticator(settings.token_file),
-        FileRegistry(settings.registry_files, mesh=settings.mesh),
+        FileRegistry(settings.registry_files, mesh=settings.mesh, mesh_file=settings.mesh_file),
         [],
     )
 

@@ -34,6 +34,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import json_format
 
+from sidemesh.api.telemetry import peer
 from sidemesh.security.identity import SpiffeId
 from sidemesh.xds.cluster_policy import DEFAULT_PLAN, UPSTREAM_TLS, ClusterPlan
 from sidemesh.xds.envoy_json import (
@@ -226,7 +227,9 @@ def outbound_cluster(
         del cluster["eds_cluster_config"]
         cluster["type"] = "STRICT_DNS" if service.resolution == "DNS" else "LOGICAL_DNS"
         cluster["dns_lookup_family"] = "V4_ONLY"
-        cluster["load_assignment"] = load_assignment_dict(name, dns_endpoints)
+        cluster["load_assignment"] = load_assignment_dict(
+            name, dns_endpoints, workload_labels=not is_http(service_port.protocol)
+        )
     elif service.resolution == "NONE":
         del cluster["eds_cluster_config"]
         cluster["type"] = "ORIGINAL_DST"
@@ -305,14 +308,24 @@ def endpoint_tls(snapshot: MeshSnapshot, endpoint: Endpoint, namespace: str) -> 
     return mode != "DISABLE"
 
 
-def load_assignment(cluster_name: str, endpoints: Sequence[tuple[Endpoint, bool]]) -> Any:
-    assignment = load_assignment_dict(cluster_name, endpoints)
+def load_assignment(
+    cluster_name: str,
+    endpoints: Sequence[tuple[Endpoint, bool]],
+    *,
+    workload_labels: bool = False,
+) -> Any:
+    assignment = load_assignment_dict(cluster_name, endpoints, workload_labels=workload_labels)
     return json_format.ParseDict(assignment, endpoint_pb2.ClusterLoadAssignment())
 
 
 def load_assignment_dict(
-    cluster_name: str, endpoints: Sequence[tuple[Endpoint, bool]]
+    cluster_name: str,
+    endpoints: Sequence[tuple[Endpoint, bool]],
+    *,
+    workload_labels: bool = False,
 ) -> dict[str, Any]:
+    """`workload_labels`: mTLS endpoints name their workload for the client side's TCP series
+    (`telemetry.endpoint_metadata`); HTTP ports learn it from the response, and go without."""
     lb_endpoints = []
     for endpoint, tls in endpoints:
         entry: dict[str, Any] = {
@@ -320,9 +333,14 @@ def load_assignment_dict(
             "health_status": "HEALTHY",
         }
         if tls:
+            workload: peer.WorkloadMetadata | None = None
+            if workload_labels:
+                workload = peer.workload_metadata(workload=endpoint.workload_name,
+                                                  namespace=endpoint.namespace,
+                                                  labels=endpoint.label_map)  # fmt: skip
             entry["metadata"] = {"filter_metadata": {
                 "envoy.transport_socket_match": {TLS_MODE_KEY: TLS_MODE_ISTIO},
-                **endpoint_metadata(),
+                **endpoint_metadata(workload),
             }}  # fmt: skip
         lb_endpoints.append(entry)
     return {"cluster_name": cluster_name, "endpoints": [{"lb_endpoints": lb_endpoints}]}

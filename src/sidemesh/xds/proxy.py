@@ -43,6 +43,8 @@ class ProxyInfo:
     cluster_id: str = names.DEFAULT_CLUSTER_ID
     outbound_bind: Bind = Bind("0.0.0.0", names.PORT_OUTBOUND_CAPTURE)
     inbound_bind: Bind = Bind("0.0.0.0", names.PORT_INBOUND_CAPTURE)
+    # Node metadata GENERATOR: "grpc" for a proxyless gRPC client (`xds.grpc_gen`), "" for Envoy.
+    generator: str = ""
 
     @property
     def label_map(self) -> Mapping[str, str]:
@@ -81,6 +83,7 @@ def parse_node(node_id: str, metadata: Mapping[str, Any]) -> ProxyInfo:
         cluster_id=str(metadata.get("CLUSTER_ID") or names.DEFAULT_CLUSTER_ID),
         outbound_bind=_bind(metadata, META_OUTBOUND_BIND, names.PORT_OUTBOUND_CAPTURE),
         inbound_bind=_bind(metadata, META_INBOUND_BIND, names.PORT_INBOUND_CAPTURE),
+        generator=str(metadata.get("GENERATOR") or ""),
     )
 
 

@@ -19,6 +19,12 @@ The files hold ordinary Kubernetes/Istio objects, several per file (`---`), in a
 Other kinds are ignored. A broken file fails with a message naming the file and document
 (`services.yaml#3 (Service demo/web): ...`). Files are re-read when they change (polled; the
 directory is small and polling needs no platform support).
+
+So is the MeshConfig file (`mesh_file`, discovery's `--mesh-config`), as istiod re-reads its
+mounted `mesh`: a valid change rebuilds every proxy's configuration from it (outbound traffic
+policy, access logs, tracing providers, ...); an invalid one is logged and the last good one
+kept. Fields read only at start (the injector's `defaultConfig`, the CA's `trustDomain`,
+`enablePrometheusMerge`) are logged as waiting for a restart.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from sidemesh.api.config import MeshConfig
+from sidemesh.api.config import ConfigError, MeshConfig, load_mesh_config
 from sidemesh.xds import convert
 from sidemesh.xds.builder import KINDS, SnapshotBuilder, build_snapshot
 from sidemesh.xds.model import MeshSnapshot
@@ -40,6 +46,13 @@ log = logging.getLogger("sidemesh.xds.registry_files")
 
 SUFFIXES = (".yaml", ".yml", ".json")
 POLL_SECONDS = 1.0
+# MeshConfig fields only a restart applies (read once by the injector and the CA).
+START_ONLY_FIELDS = ("trust_domain", "default_config", "enable_prometheus_merge")
+
+
+def start_only_alias(field: str) -> str:
+    """A MeshConfig field's name as users write it (`trustDomain`)."""
+    return MeshConfig.model_fields[field].alias or field
 
 
 class RegistryFileError(ValueError):
@@ -113,11 +126,13 @@ class FileRegistry:
         mesh: MeshConfig | None = None,
         debounce: float = 0.1,
         poll: float = POLL_SECONDS,
+        mesh_file: Path | None = None,
     ) -> None:
         self.paths = list(paths)
         self.mesh = mesh or MeshConfig()
         self.debounce = debounce
         self.poll = poll
+        self.mesh_file = mesh_file  # `mesh` came from it; re-read when it changes
 
     def _stamp(self) -> tuple[tuple[str, int, int], ...]:
         stamps = []
@@ -129,12 +144,53 @@ class FileRegistry:
             stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
         return tuple(stamps)
 
+    def _mesh_stamp(self) -> tuple[int, int, int] | None:
+        if self.mesh_file is None:
+            return None
+        try:
+            stat = self.mesh_file.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_mtime_ns, stat.st_size, stat.st_ino  # ino: replaced by a rename
+
+    def reload_mesh(self, builder: SnapshotBuilder) -> None:
+        """Hand a changed, valid MeshConfig file to the builder; keep the last good one
+        otherwise."""
+        if self.mesh_file is None:
+            return
+        try:
+            mesh = load_mesh_config(self.mesh_file)
+        except ConfigError as exc:
+            log.error("mesh config not reloaded, the last good one stays: %s", exc)
+            return
+        waiting = [
+            start_only_alias(name)
+            for name in START_ONLY_FIELDS
+            if getattr(mesh, name) != getattr(self.mesh, name)
+        ]
+        if waiting:
+            log.warning("mesh config: %s take effect when discovery restarts", ", ".join(waiting))
+        # Until then the proxies' configuration agrees with the CA and the injector.
+        live = mesh.model_copy(
+            update={name: getattr(self.mesh, name) for name in START_ONLY_FIELDS}
+        )
+        if live == builder.mesh:
+            return
+        log.info("mesh config reloaded from %s: outboundTrafficPolicy %s", self.mesh_file,
+                 live.outbound_traffic_policy.mode)  # fmt: skip
+        builder.replace_mesh(live)
+
     async def run(self, publish: Callable[[MeshSnapshot], None]) -> None:
         builder = SnapshotBuilder(publish, mesh=self.mesh, debounce=self.debounce)
         builder_task = asyncio.create_task(builder.run())
         seen: tuple[tuple[str, int, int], ...] | None = None
+        mesh_seen: tuple[int, int, int] | None = None  # first look: re-read (a no-op if equal)
         try:
             while True:
+                mesh_stamp = self._mesh_stamp()
+                if mesh_stamp != mesh_seen:
+                    mesh_seen = mesh_stamp
+                    self.reload_mesh(builder)
                 stamp = self._stamp()
                 if stamp != seen:
                     seen = stamp

@@ -3,6 +3,8 @@ cluster names. Istio's spelling throughout, so `istioctl`-shaped tooling and hab
 
 from __future__ import annotations
 
+from sidemesh.api import names
+
 TYPE_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 TYPE_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 TYPE_ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -13,6 +15,14 @@ VIRTUAL_INBOUND = "virtualInbound"
 PASSTHROUGH = "PassthroughCluster"
 BLACKHOLE = "BlackHoleCluster"
 INBOUND_PASSTHROUGH = "InboundPassthroughCluster"
+
+# The sidecar's own ports (Envoy's and the agent's): no listener of the mesh's configuration
+# may take one (a `0.0.0.0_<port>` wildcard listener, a Sidecar egress or ingress listener),
+# or Envoy would refuse the whole update or the agent lose its port.
+PROXY_PORTS = frozenset({
+    names.PORT_ENVOY_ADMIN, names.PORT_OUTBOUND_CAPTURE, names.PORT_INBOUND_CAPTURE,
+    names.PORT_AGENT_STATUS, names.PORT_HEALTH, names.PORT_PROMETHEUS,
+})  # fmt: skip
 
 
 def outbound_cluster_name(port: int, hostname: str) -> str:

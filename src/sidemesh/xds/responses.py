@@ -1,10 +1,13 @@
 """What one proxy is owed for one resource type, and the response bytes that pay it.
 
 Pure: per-type subscription state in, `DiscoveryResponse` / `DeltaDiscoveryResponse` bodies
-out, spliced from the resources' pre-encoded fields (`cache.py`); the caller appends the nonce.
+out, spliced from the resources' pre-encoded fields (`cache.py`), with the caller's nonce.
 SotW LDS/CDS are wildcard and must carry every resource of the type whenever one changes (the
 protocol), which costs one join of ready bytes; SotW EDS and all of Delta carry only the
 resources that changed or were newly asked for, and Delta names the removed ones.
+Each response is joined once, nonce included: a LDS response for 1,000 services is megabytes,
+and a proxy shape's own set is never concatenated on its own and kept (only the shared base's
+bytes are, once for every shape).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 
 from sidemesh.api.protowire import length_delimited
 from sidemesh.xds.cache import TypedResources
+from sidemesh.xds.resource_names import TYPE_CLUSTER, TYPE_LISTENER
 
 
 @dataclass
@@ -43,6 +47,14 @@ def control_plane_field(instance_id: str, *, delta: bool) -> bytes:
     return length_delimited(7 if delta else 6, length_delimited(1, instance_id.encode()))
 
 
+def _every_resource(typed: TypedResources) -> list[bytes]:
+    """Pieces that concatenate to `typed.encoded`, without building (and caching) it for a
+    set extended per proxy shape: the shared base's bytes, then the shape's own resources."""
+    if typed.base is None:
+        return [typed.encoded]
+    return [*_every_resource(typed.base), *(r.any_field for r in typed.own.values())]
+
+
 def sotw_payload(
     state: TypeState,
     typed: TypedResources,
@@ -51,22 +63,31 @@ def sotw_payload(
     *,
     initial: bool,
     control_plane: bytes,
+    nonce: str,
 ) -> bytes | None:
+    body: list[bytes]
     if state.subscribed is None:  # LDS/CDS: the whole state of the world, if it changed
         if not (initial or changed or removed):
             return None
-        body = typed.encoded
+        body = _every_resource(typed)
     else:
-        if initial or state.sent is None:
-            names = [n for n in typed.resources if n in state.subscribed]
+        wanted = state.subscribed
+        # LDS/CDS asked for by name (gRPC clients): every answer carries every subscribed
+        # resource, since a client drops what an answer of these types leaves out.
+        full_state = typed.type_url in (TYPE_LISTENER, TYPE_CLUSTER) and bool(
+            state.pending or any(n in wanted for n in (*changed, *removed))
+        )
+        if initial or state.sent is None or full_state:
+            names = [n for n in typed.resources if n in wanted]
         else:  # EDS: only what changed or was newly asked for
             names = [n for n in changed if n in state.subscribed]
             names += [n for n in state.pending if n in typed.resources and n not in changed]
             if not names:
                 return None
-        body = b"".join(typed.resources[n].any_field for n in names)
-    return b"".join((length_delimited(1, typed.version.encode()), body,
-                     length_delimited(4, typed.type_url.encode()), control_plane))  # fmt: skip
+        body = [typed.resources[n].any_field for n in names]
+    return b"".join((length_delimited(1, typed.version.encode()), *body,
+                     length_delimited(4, typed.type_url.encode()), control_plane,
+                     length_delimited(5, nonce.encode())))  # fmt: skip
 
 
 def delta_payload(
@@ -76,6 +97,7 @@ def delta_payload(
     removed: tuple[str, ...],
     *,
     control_plane: bytes,
+    nonce: str,
 ) -> bytes | None:
     names = [n for n in changed if state.wants(n)]
     names += [n for n in state.pending if n in typed.resources and n not in changed]
@@ -103,5 +125,5 @@ def delta_payload(
         parts.append(length_delimited(2, entry))
     parts.append(length_delimited(4, typed.type_url.encode()))
     parts += [length_delimited(6, n.encode()) for n in sorted(set(gone))]
-    parts.append(control_plane)
+    parts += [control_plane, length_delimited(5, nonce.encode())]
     return b"".join(parts)

@@ -254,15 +254,15 @@ def l4_chains(scope: Scope, service: Service, port: int) -> list[dict[str, Any]]
                         for sni in m.sni_hosts} - taken)  # fmt: skip
         if names:
             taken.update(names)
-            proxy = _tcp_proxy(scope, namespace, tls_rule.route, port)
+            proxy = route_tcp_proxy(scope, namespace, tls_rule.route, port)
             chains.append({"name": f"tls-{index}", "filters": [proxy],
                            "filter_chain_match": {"server_names": names}})  # fmt: skip
     if chains:
         return chains
     for index, tcp_rule in enumerate(resource.spec.tcp):
         if not tcp_rule.match or any(_l4_applies(m, port, scope) for m in tcp_rule.match):
-            return [{"name": f"tcp-{index}",
-                     "filters": [_tcp_proxy(scope, namespace, tcp_rule.route, port)]}]  # fmt: skip
+            proxy = route_tcp_proxy(scope, namespace, tcp_rule.route, port)
+            return [{"name": f"tcp-{index}", "filters": [proxy]}]
     return None
 
 
@@ -274,10 +274,12 @@ def _l4_applies(match: L4MatchAttributes, port: int, scope: Scope) -> bool:
     return scope.source_matches(match)
 
 
-def _tcp_proxy(
+def route_tcp_proxy(
     scope: Scope, namespace: str, destinations: tuple[RouteDestination, ...], port: int
 ) -> dict[str, Any]:
-    """A TCP proxy to a rule's destinations, split by their relative weights."""
+    """A TCP proxy to a `tls`/`tcp` rule's destinations, split by their relative weights
+    (sidecars' opaque ports here, gateways' passthrough and TCP servers in
+    `xds.gateway_passthrough`)."""
     clusters = [(_destination(scope, namespace, d.destination, port)[0], d.weight)
                 for d in destinations]  # fmt: skip
     config: dict[str, Any] = {"stat_prefix": clusters[0][0]}

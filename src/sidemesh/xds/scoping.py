@@ -13,7 +13,11 @@ Istio's rules (pilot/pkg/model/sidecar.go, push_context.go):
   labels, else the one in its namespace without a selector, else the root namespace's one
   without a selector; the first by namespace/name when several qualify (Istio: the oldest);
 * egress hosts are `namespace/host`: namespace `*` (any), `.` (the proxy's), `~` (none) or a
-  name; host `*`, `*.suffix` or a name;
+  name; host `*`, `*.suffix` or a name; an egress listener with a `port` decides what is seen
+  on that port, the one without a port the other ports (`sidecar_egress`), so a service may be
+  seen on some of its ports only (`Scope.services` then carries just those);
+* the services the routes of the VirtualServices an egress listener imports send traffic to
+  are seen too, on that listener's port or the ports the routes name (`scoping_destinations`);
 * exportTo: empty or `*` everywhere, `.` the object's own namespace, `~` nowhere, or names;
 * a DestinationRule with a workloadSelector applies only to selected workloads of its own
   namespace; lookup prefers the proxy's namespace, then the service's, then the root's.
@@ -22,7 +26,7 @@ Istio's rules (pilot/pkg/model/sidecar.go, push_context.go):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -32,8 +36,11 @@ from sidemesh.api.networking.virtual_service import (
     HTTPMatchRequest,
     L4MatchAttributes,
 )
+from sidemesh.xds.config_order import merged_rule
 from sidemesh.xds.model import MeshSnapshot, OutboundPolicy, Service, resolve_host
 from sidemesh.xds.proxy import ProxyInfo
+from sidemesh.xds.scoping_destinations import routed_ports
+from sidemesh.xds.sidecar_egress import EgressPlan, egress_plan
 
 EVERYWHERE = ("*",)
 
@@ -109,20 +116,29 @@ class ScopingFacts:
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str], root: str) -> str:
         """`namespace/name` of the Sidecar that applies to a workload, or ""."""
+        found = select_sidecar(self.sidecars, namespace, labels, root)
+        return "" if found is None else f"{found.namespace}/{found.name}"
 
-        def selector(sidecar: Resource[Sidecar]) -> tuple[tuple[str, str], ...]:
-            chosen = sidecar.spec.workload_selector
-            return _selector(chosen.labels if chosen is not None else None)
 
-        own = [s for s in self.sidecars if s.namespace == namespace]
-        for level in (
-            [s for s in own if selector(s) and all(labels.get(k) == v for k, v in selector(s))],
-            [s for s in own if not selector(s)],
-            [s for s in self.sidecars if s.namespace == root and not selector(s)],
-        ):
-            if level:  # sidecars are sorted by namespace/name: the first one wins
-                return f"{level[0].namespace}/{level[0].name}"
-        return ""
+def select_sidecar(
+    sidecars: Iterable[Resource[Sidecar]], namespace: str, labels: Mapping[str, str], root: str
+) -> Resource[Sidecar] | None:
+    """The Sidecar that applies to a workload (Istio's precedence, above), or None."""
+
+    def selector(sidecar: Resource[Sidecar]) -> tuple[tuple[str, str], ...]:
+        chosen = sidecar.spec.workload_selector
+        return _selector(chosen.labels if chosen is not None else None)
+
+    every = tuple(sidecars)
+    own = [s for s in every if s.namespace == namespace]
+    for level in (
+        [s for s in own if selector(s) and all(labels.get(k) == v for k, v in selector(s))],
+        [s for s in own if not selector(s)],
+        [s for s in every if s.namespace == root and not selector(s)],
+    ):
+        if level:  # sidecars are sorted by namespace/name: the first one wins
+            return level[0]
+    return None
 
 
 def view_of(
@@ -187,27 +203,73 @@ class Scope:
         return self.outbound_policy == "REGISTRY_ONLY"
 
     @cached_property
-    def egress_hosts(self) -> tuple[str, ...] | None:
-        """The Sidecar's egress hosts (every listener's), or None: everything exported."""
+    def egress(self) -> EgressPlan | None:
+        """The Sidecar's egress listeners as a plan (`sidecar_egress`), or None: everything
+        exported is seen, on every port."""
         sidecar = self.sidecar
-        if sidecar is None or not sidecar.egress:
-            return None
-        return tuple(h for listener in sidecar.egress for h in listener.hosts)
+        return None if sidecar is None else egress_plan(sidecar)
 
     def visible(self, service: Service) -> bool:
+        """Whether this view sees `service` on at least one of its ports."""
+        return self.visible_on(service) is not None
+
+    def visible_on(self, service: Service) -> Service | None:
+        """`service` as this view sees it: None when not at all, else with only the ports some
+        egress listener lets it see (the same object when every port is seen)."""
         namespace = self.view.namespace
         if not exported(service.export_to, service.namespace, namespace):
-            return False
-        hosts = self.egress_hosts
-        return hosts is None or any(_egress_host_matches(h, service, namespace) for h in hosts)
+            return None
+        plan = self.egress
+        if plan is None:
+            return service
+        routed = self._routed_ports.get((service.namespace, service.hostname), frozenset())
+        ports = tuple(
+            p for p in service.ports
+            if p.port in routed
+            or any(_egress_host_matches(h, service, namespace) for h in plan.hosts_for(p.port))
+        )  # fmt: skip
+        if not ports:
+            return None
+        return service if len(ports) == len(service.ports) else replace(service, ports=ports)
+
+    @cached_property
+    def _routed_ports(self) -> Mapping[tuple[str, str], frozenset[int]]:
+        """(namespace, hostname) → the ports a service is seen on because the routes of a
+        VirtualService some egress listener imports send traffic to it."""
+        plan = self.egress
+        if plan is None:
+            return {}
+        return routed_ports(plan, self._mesh_virtual_services, self._destination_service,
+                            self.view.namespace)  # fmt: skip
+
+    @cached_property
+    def _mesh_virtual_services(self) -> tuple[Resource[VirtualService], ...]:
+        """The VirtualServices the sidecars of this view may use: bound to the mesh (those
+        bound to gateways only are not the sidecars' business) and exported to its namespace."""
+        return tuple(
+            r for r in self.snapshot.virtual_services
+            if (not r.spec.gateways or MESH_GATEWAY in r.spec.gateways)
+            and exported(r.spec.export_to, r.namespace, self.view.namespace)
+        )  # fmt: skip
+
+    def _destination_service(self, hostname: str) -> Service | None:
+        """The service a route's destination hostname names, if exported to this view (a
+        snapshot holds one service per hostname, so Istio's choice among namespaces serving
+        one hostname does not arise)."""
+        found = self.snapshot.services_by_host.get(hostname)
+        if found is None or not exported(found.export_to, found.namespace, self.view.namespace):
+            return None
+        return found
 
     @cached_property
     def services(self) -> tuple[Service, ...]:
-        """The services this view sees, sorted (the order every generator walks them in)."""
+        """The services this view sees, sorted (the order every generator walks them in),
+        each with the ports it is seen on."""
         everything = sorted(self.snapshot.services)
         if self.view == GLOBAL_VIEW:
             return tuple(everything)
-        return tuple(s for s in everything if self.visible(s))
+        seen = (self.visible_on(s) for s in everything)
+        return tuple(s for s in seen if s is not None)
 
     @cached_property
     def services_by_host(self) -> Mapping[str, Service]:
@@ -216,21 +278,16 @@ class Scope:
     @cached_property
     def _virtual_services_by_host(self) -> Mapping[str, Resource[VirtualService]]:
         found: dict[str, Resource[VirtualService]] = {}
-        for resource in self.snapshot.virtual_services:
-            spec = resource.spec
-            if spec.gateways and MESH_GATEWAY not in spec.gateways:
-                continue  # bound to gateways only: not the sidecars' business
-            if not exported(spec.export_to, resource.namespace, self.view.namespace):
-                continue
-            for host in spec.hosts:
+        for resource in self._mesh_virtual_services:
+            for host in resource.spec.hosts:
                 found.setdefault(resolve_host(host, resource.namespace), resource)
         return found
 
     def virtual_service_for(self, hostname: str) -> Resource[VirtualService] | None:
         """The VirtualService routing `hostname` for this view: one naming it exactly, else the
         one whose wildcard host (`*.example.com`) is the longest suffix of it. Istio does not
-        merge several for one host outside gateways: the first one wins (by namespace/name
-        here; Istio's is the oldest)."""
+        merge several for one host outside gateways: the first one wins, and the snapshot
+        holds them oldest first (`config_order`), as Istio's."""
         by_host = self._virtual_services_by_host
         found = by_host.get(hostname)
         if found is not None or not self._wildcard_hosts:
@@ -297,4 +354,5 @@ class Scope:
                     rule.namespace != service.namespace, rule.namespace != root,
                     -len(host), rule.namespace, rule.name)  # fmt: skip
 
-        return min(candidates, key=rank)[1]
+        # Istio merges the rules for one host of one namespace, oldest first (`config_order`).
+        return merged_rule(min(candidates, key=rank)[1], [r for _, r in candidates])

@@ -10,16 +10,22 @@ Istio's names on the merged endpoint (`agent/telemetry.py`).
 Where each label comes from (see `api/telemetry/peer.py` for the exchange):
 
 * outbound (`reporter="source"`): its own workload from the environment, the server's from
-  the response headers, the server's principal from the upstream certificate, the
-  destination service from the cluster's metadata;
+  the response headers (HTTP) or the endpoint's metadata (TCP: the registry's pod labels,
+  `endpoint_metadata`, shared by every proxy like the endpoint), the server's principal from
+  the upstream certificate, the destination service from the cluster's metadata;
 * inbound (`reporter="destination"`): its own workload from the environment, the client's
   from the request headers (mTLS only), the client's principal from the downstream
   certificate, the destination service from the inbound port's service.
 
 `connection_security_policy` is per filter chain inbound (the mTLS or the plaintext chain) and
 per endpoint outbound (endpoint metadata on mTLS endpoints, set where auto mTLS decides;
-`unknown` otherwise). TCP has no headers: a TCP series knows the peer's principal, not its
-workload labels (`unknown`).
+`unknown` otherwise). TCP has no headers: the server side of a TCP series knows the client's
+principal, not its workload labels (`unknown`). Upstream Envoy could carry them in PROXY
+protocol v2 TLVs (the upstream transport socket's TLVs take `%ENVIRONMENT(...)%`, so the bytes
+stay shared), but the header travels in clear before the TLS handshake and the receiving
+listener filter runs before TLS and cannot be limited to mTLS peers: it would let any caller
+set the source address the server sees (AuthorizationPolicy `ipBlocks`, logs) and claim any
+workload, so sidemesh does not send it.
 """
 
 # mypy: disable-error-code="import-untyped"
@@ -29,8 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
-from envoy.config.trace.v3 import opentelemetry_pb2, zipkin_pb2  # noqa: F401  (register types)
-from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
+from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401  (register types)
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2  # noqa: F401
 from envoy.extensions.filters.http.header_to_metadata.v3 import (  # noqa: F401
     header_to_metadata_pb2,
@@ -39,7 +44,8 @@ from envoy.extensions.filters.http.header_to_metadata.v3 import (  # noqa: F401
 from sidemesh.api.telemetry import peer
 from sidemesh.api.telemetry.mesh import FileAccessLog
 from sidemesh.xds.envoy_json import typed
-from sidemesh.xds.telemetry_policy import SidePlan, Tracing
+from sidemesh.xds.telemetry_policy import SidePlan
+from sidemesh.xds.telemetry_tracing import tracing_config
 
 NO_PLAN: Final = SidePlan()
 
@@ -64,10 +70,15 @@ def cluster_metadata(hostname: str) -> dict[str, Any]:
     }}}  # fmt: skip
 
 
-def endpoint_metadata() -> dict[str, Any]:
-    """What an mTLS endpoint adds to `connection_security_policy` (auto mTLS chose TLS); a
-    plaintext endpoint adds nothing, so the client side reports `unknown`, as Istio's does."""
-    return {METADATA_NAMESPACE: {"connection_security_policy": MUTUAL_TLS}}
+def endpoint_metadata(workload: peer.WorkloadMetadata | None = None) -> dict[str, Any]:
+    """What an mTLS endpoint adds to `connection_security_policy` (auto mTLS chose TLS) and,
+    for TCP series, the destination workload it belongs to (the registry's word, so it is as
+    shareable as the endpoint: no per-proxy bytes); a plaintext endpoint adds nothing, so the
+    client side reports `unknown`, as Istio's does."""
+    found: dict[str, Any] = {METADATA_NAMESPACE: {"connection_security_policy": MUTUAL_TLS}}
+    if workload is not None:
+        found[peer.METADATA_NAMESPACE] = {name: getattr(workload, name) for name, _, _ in peer.KEYS}
+    return found
 
 
 def _cluster(key: str) -> str:
@@ -121,6 +132,12 @@ def _own() -> dict[str, str]:
 
 def _received() -> dict[str, str]:
     return {name: peer.received(name) for name, _, _ in peer.KEYS}
+
+
+def _upstream_host() -> dict[str, str]:
+    """The destination workload an mTLS endpoint's metadata names (`endpoint_metadata`)."""
+    return {name: f"%METADATA(UPSTREAM_HOST:{peer.METADATA_NAMESPACE}:{name})%"
+            for name, _, _ in peer.KEYS}  # fmt: skip
 
 
 def _unknown() -> dict[str, str]:
@@ -207,63 +224,15 @@ def _tcp_loggers(labels: Sequence[tuple[str, str]], plan: SidePlan) -> list[dict
         plan,
         "TcpConnectionEnd",
     )
-    files = [
+    return [logger for logger in (opened, closed) if logger is not None] + _tcp_file_loggers(plan)
+
+
+def _tcp_file_loggers(plan: SidePlan) -> list[dict[str, Any]]:
+    """The plan's access log files, written once per connection (when it ends)."""
+    return [
         {**_file_logger(log), "filter": {"log_type_filter": {"types": ["TcpConnectionEnd"]}}}
         for log in plan.access_logs
     ]
-    return [logger for logger in (opened, closed) if logger is not None] + files
-
-
-def tracing_config(tracing: Tracing) -> dict[str, Any]:
-    """An HTTP connection manager's `tracing`: the provider, the sampling, Istio's tags."""
-    provider = tracing.provider
-    if provider.kind == "zipkin":
-        typed_config = typed(
-            "envoy.config.trace.v3.ZipkinConfig",
-            collector_cluster=tracing.cluster,
-            collector_endpoint=provider.path,
-            collector_endpoint_version="HTTP_JSON",
-            collector_hostname=provider.service,
-            trace_id_128bit=True,
-            shared_span_context=False,
-            trace_context_option="USE_B3_WITH_W3C_PROPAGATION",
-        )
-        name = "envoy.tracers.zipkin"
-    else:
-        if provider.http:
-            uri = f"http://{provider.service}:{provider.port}{provider.path}"
-            transport: dict[str, Any] = {"http_service": {"http_uri": {
-                "uri": uri, "cluster": tracing.cluster, "timeout": provider.timeout,
-            }}}  # fmt: skip
-        else:
-            transport = {"grpc_service": {
-                "envoy_grpc": {"cluster_name": tracing.cluster, "authority": provider.service},
-                "timeout": provider.timeout,
-            }}  # fmt: skip
-        typed_config = typed("envoy.config.trace.v3.OpenTelemetryConfig", **transport)
-        name = "envoy.tracers.opentelemetry"
-    own = [
-        ("istio.canonical_service", "environment", peer.ENVIRONMENT_PREFIX + "CANONICAL_SERVICE"),
-        ("istio.canonical_revision", "environment",
-         peer.ENVIRONMENT_PREFIX + "CANONICAL_REVISION"),
-        ("istio.namespace", "environment", peer.ENVIRONMENT_PREFIX + "NAMESPACE"),
-    ]  # fmt: skip
-    tags: list[dict[str, Any]] = [{"tag": tag, kind: {"name": value}} for tag, kind, value in own]
-    if tracing.mesh_id:
-        tags.append({"tag": "istio.mesh_id", "literal": {"value": tracing.mesh_id}})
-    for tag, kind, value, default in tracing.custom_tags:
-        if kind == "literal":
-            tags.append({"tag": tag, "literal": {"value": value}})
-        else:
-            tags.append({"tag": tag, kind: {"name": value, "default_value": default}})
-    config: dict[str, Any] = {
-        "random_sampling": {"value": tracing.sampling},
-        "provider": {"name": name, "typed_config": typed_config},
-        "custom_tags": tags,
-    }
-    if provider.max_tag_length is not None:
-        config["max_path_tag_length"] = provider.max_tag_length
-    return config
 
 
 def _with_http_telemetry(config: dict[str, Any], labels: list[tuple[str, str]],
@@ -271,6 +240,27 @@ def _with_http_telemetry(config: dict[str, Any], labels: list[tuple[str, str]],
     config["access_log"] = [*config.get("access_log", []), *_http_loggers(labels, plan)]
     if plan.tracing is not None:
         config["tracing"] = tracing_config(plan.tracing)
+
+
+def client_http_logs(hcm: dict[str, Any], plan: SidePlan) -> dict[str, Any]:
+    """A client-side HTTP connection manager outside the mesh's services (the wildcard
+    listeners of ServiceEntry hosts): the plan's access logs and tracing, no standard metrics
+    and no peer headers (its upstreams are not sidecars)."""
+    config = _http_config(hcm)
+    files = [_file_logger(log) for log in plan.access_logs]
+    if files:
+        config["access_log"] = [*config.get("access_log", []), *files]
+    if plan.tracing is not None:
+        config["tracing"] = tracing_config(plan.tracing)
+    return hcm
+
+
+def client_tcp_logs(proxy: dict[str, Any], plan: SidePlan) -> dict[str, Any]:
+    """`client_http_logs` for a TCP proxy: the plan's access logs, once per connection."""
+    if plan.access_logs:
+        config: dict[str, Any] = proxy["typed_config"]
+        config["access_log"] = [*config.get("access_log", []), *_tcp_file_loggers(plan)]
+    return proxy
 
 
 def _header_filter(direction: str) -> dict[str, Any]:
@@ -363,11 +353,12 @@ def inbound_http(hcm: dict[str, Any], protocol: str, *, service: str, tls: bool,
 
 
 def outbound_tcp(proxy: dict[str, Any], plan: SidePlan = NO_PLAN) -> dict[str, Any]:
-    """A service listener's TCP proxy, counting `reporter="source"` connections and bytes."""
+    """A service listener's TCP proxy, counting `reporter="source"` connections and bytes; the
+    destination workload comes from the endpoint's metadata (TCP carries no headers)."""
     labels = _labels(
         "source",
         source=_own(), source_principal="%UPSTREAM_LOCAL_URI_SAN%",
-        destination=_unknown(), destination_principal="%UPSTREAM_PEER_URI_SAN%",
+        destination=_upstream_host(), destination_principal="%UPSTREAM_PEER_URI_SAN%",
         service=(_cluster("service"), _cluster("service_name"), _cluster("service_namespace")),
         protocol="tcp",
         security=f"%METADATA(UPSTREAM_HOST:{METADATA_NAMESPACE}:connection_security_policy)%",

@@ -85,10 +85,20 @@ def _levels(
     return [sorted(level, key=lambda r: r.name) for level in (mesh, namespace_wide, workload)]
 
 
-def _most_specific(levels: list[list[Resource[Telemetry]]], section: str) -> Telemetry | None:
+def _most_specific(
+    levels: list[list[Resource[Telemetry]]], section: str, side: Side | None = None
+) -> Telemetry | None:
+    """The most specific Telemetry with `section`; with `side`, with an entry of `section`
+    that applies to that side (a workload's client-only logging leaves its server side to the
+    namespace's or the mesh's, as in Istio)."""
     for level in reversed(levels):
         for resource in level:
-            if getattr(resource.spec, section):
+            entries = getattr(resource.spec, section)
+            if side is None and entries:
+                return resource.spec
+            if side is not None and any(
+                _applies(side, entry.match.mode if entry.match else None) for entry in entries
+            ):
                 return resource.spec
     return None
 
@@ -194,12 +204,12 @@ def telemetry_policy(
     mesh = snapshot.mesh_telemetry
     levels = _levels(snapshot.telemetries, root_namespace=snapshot.root_namespace,
                      namespace=namespace, labels=labels)  # fmt: skip
-    logging = _most_specific(levels, "access_logging")
-    tracing = _most_specific(levels, "tracing")
     metrics = _most_specific(levels, "metrics")
     skipped: list[str] = []
     sides = {}
     for side in ("CLIENT", "SERVER"):
+        logging = _most_specific(levels, "access_logging", side)
+        tracing = _most_specific(levels, "tracing", side)
         disabled, removed = _metrics(metrics, side)
         sides[side] = SidePlan(
             access_logs=_access_logs(mesh, logging, side, skipped),

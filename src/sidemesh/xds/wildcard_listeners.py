@@ -20,7 +20,6 @@ import orjson
 from envoy.config.listener.v3 import listener_pb2
 from google.protobuf import json_format
 
-from sidemesh.api import names
 from sidemesh.xds import service_entries
 from sidemesh.xds.envoy_json import (
     TLS_INSPECTOR,
@@ -33,11 +32,14 @@ from sidemesh.xds.model import Service, is_http
 from sidemesh.xds.resource_names import (
     BLACKHOLE,
     PASSTHROUGH,
+    PROXY_PORTS,
     outbound_cluster_name,
     wildcard_listener_name,
 )
 from sidemesh.xds.routes import FAULT_FILTER, listener_routes
 from sidemesh.xds.scoping import Scope
+from sidemesh.xds.telemetry import NO_PLAN, client_http_logs, client_tcp_logs
+from sidemesh.xds.telemetry_policy import SidePlan
 
 WILDCARD_ADDRESS = "0.0.0.0"
 # Istio's virtual hosts for a port's requests to no known host: forwarded (ALLOW_ANY) or
@@ -46,11 +48,6 @@ ALLOW_ANY_HOST = "allow_any"
 BLOCK_ALL_HOST = "block_all"
 
 WildcardHost = tuple[Service, str, bool]  # service, its routes' memo key, TLS (by SNI)
-# The sidecar's own ports: a `0.0.0.0_<port>` listener there would clash with the proxy's
-# listeners and make Envoy refuse the whole update, so no ServiceEntry port gets one.
-PROXY_PORTS = frozenset({names.PORT_ENVOY_ADMIN, names.PORT_OUTBOUND_CAPTURE,
-                         names.PORT_INBOUND_CAPTURE, names.PORT_AGENT_STATUS, names.PORT_HEALTH,
-                         names.PORT_PROMETHEUS})  # fmt: skip
 
 
 def wildcard_hosts(scope: Scope) -> dict[int, list[WildcardHost]]:
@@ -63,19 +60,27 @@ def wildcard_hosts(scope: Scope) -> dict[int, list[WildcardHost]]:
             continue  # VIP services have listeners of their own; headless ones none
         for service_port in service.ports:
             if service_port.port in PROXY_PORTS:
-                continue
+                continue  # a listener there would make Envoy refuse the whole update
             key = listener_routes(scope, service, service_port.port)
             is_tls = (service.hostname, service_port.port) in tls
             found.setdefault(service_port.port, []).append((service, key, is_tls))
     return found
 
 
-def wildcard_listener(port: int, hosts: Sequence[WildcardHost], *, registry_only: bool) -> Any:
+def wildcard_listener(
+    port: int,
+    hosts: Sequence[WildcardHost],
+    *,
+    registry_only: bool,
+    telemetry: SidePlan = NO_PLAN,
+) -> Any:
     """`0.0.0.0_<port>`: connections to a port's unknown addresses. HTTP: one virtual host per
     ServiceEntry host (by the Host header, its port stripped) and Istio's fallback, forward
     (`allow_any`) or 502 (`block_all`). TLS: one filter chain per host by SNI, the rest
     forwarded or blackholed. Opaque TCP: the first host's cluster takes the port, as in Istio
-    (nothing else tells such connections apart)."""
+    (nothing else tells such connections apart). `telemetry`: the client side's access logs
+    and tracing (no standard metrics or peer headers here: the hosts are not sidecars); the
+    default plan adds nothing."""
     http = [(s, key) for s, key, _ in hosts if is_http(_protocol(s, port))]
     tls = [s for s, _, is_tls in hosts if is_tls and not is_http(_protocol(s, port))]
     name = wildcard_listener_name(port)
@@ -90,10 +95,12 @@ def wildcard_listener(port: int, hosts: Sequence[WildcardHost], *, registry_only
             "filter_chains": [{
                 "name": outbound_cluster_name(port, s.hostname),
                 "filter_chain_match": {"server_names": [s.hostname]},
-                "filters": [tcp_proxy(outbound_cluster_name(port, s.hostname))],
+                "filters": [client_tcp_logs(tcp_proxy(outbound_cluster_name(port, s.hostname)),
+                                            telemetry)],
             } for s in tls],
             "default_filter_chain": {"name": fallback_cluster,
-                                     "filters": [tcp_proxy(fallback_cluster)]},
+                                     "filters": [client_tcp_logs(tcp_proxy(fallback_cluster),
+                                                                 telemetry)]},
         }  # fmt: skip
         return json_format.ParseDict(by_sni, listener_pb2.Listener())
     if http or not hosts:
@@ -120,9 +127,11 @@ def wildcard_listener(port: int, hosts: Sequence[WildcardHost], *, registry_only
             "name": name, "virtual_hosts": [*virtual_hosts, fallback],
             "validate_clusters": False,
         }  # fmt: skip
-        filters = [manager]
+        filters = [client_http_logs(manager, telemetry)]
     else:
-        filters = [tcp_proxy(outbound_cluster_name(port, hosts[0][0].hostname))]
+        filters = [
+            client_tcp_logs(tcp_proxy(outbound_cluster_name(port, hosts[0][0].hostname)), telemetry)
+        ]
     listener = {
         "name": name,
         "address": socket_address(WILDCARD_ADDRESS, port),

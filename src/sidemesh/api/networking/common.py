@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from sidemesh.api.durations import go_duration_seconds
+from sidemesh.api.networking.re2_syntax import regex_problem
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Istio's host labels allow upper case and underscores are refused (RFC 1123, case-insensitive).
@@ -235,8 +236,7 @@ def check_string_match(
     issues: Issues, path: str, match: StringMatch | None, *, required: bool = False
 ) -> None:
     """At most one of exact/prefix/regex (exactly one when `required`); no empty prefix or
-    regex; the regex compiles. Istio uses RE2; Python's `re` is our stand-in (RE2's syntax is
-    nearly a subset of it: a pattern RE2 refuses, e.g. with backreferences, may pass here)."""
+    regex; the regex is one Envoy accepts (RE2 syntax and program size: `re2_syntax`)."""
     if match is None:
         return
     chosen = [n for n in ("exact", "prefix", "regex") if getattr(match, n) is not None]
@@ -256,10 +256,9 @@ def check_regex(issues: Issues, path: str, pattern: str) -> None:
     elif len(pattern) > MAX_REGEX_LENGTH:
         issues.add(path, f"regex is too large, max length allowed is {MAX_REGEX_LENGTH}")
     else:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            issues.add(path, f"invalid regex: {exc}")
+        problem = regex_problem(pattern)
+        if problem is not None:
+            issues.add(path, problem)
 
 
 def check_destination(issues: Issues, path: str, destination: Destination) -> None:

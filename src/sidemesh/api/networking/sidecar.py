@@ -19,6 +19,8 @@ from sidemesh.api.networking.common import (
     check_port,
     is_ip,
 )
+from sidemesh.api.networking.destination_rule import ConnectionPool
+from sidemesh.api.networking.gateway import ServerTLS
 
 CaptureMode = Literal["DEFAULT", "IPTABLES", "NONE"]
 UNIX_PREFIX = "unix://"
@@ -29,6 +31,8 @@ class IngressListener(Model):
     bind: str | None = None
     capture_mode: CaptureMode | None = Field(None, alias="captureMode")
     default_endpoint: str | None = Field(None, alias="defaultEndpoint")
+    tls: ServerTLS | None = None
+    connection_pool: ConnectionPool | None = Field(None, alias="connectionPool")
 
 
 class EgressListener(Model):
@@ -69,6 +73,11 @@ def check_sidecar(spec: Sidecar, issues: Issues) -> None:
             issues.add(f"{path}.bind", f"{ingress.bind!r} is not an IP address")
         if ingress.default_endpoint:
             _check_default_endpoint(issues, f"{path}.defaultEndpoint", ingress.default_endpoint)
+        if ingress.tls is not None:
+            _check_ingress_tls(issues, f"{path}.tls", ingress.tls)
+        pool = ingress.connection_pool
+        if pool is not None and pool.tcp is None and pool.http is None:
+            issues.add(f"{path}.connectionPool", "connection pool must have at least one field")
     ports = set()
     for index, egress in enumerate(spec.egress):
         path = f"spec.egress[{index}]"
@@ -89,6 +98,13 @@ def check_sidecar(spec: Sidecar, issues: Issues) -> None:
             ports.add(egress.port.number)
         if egress.bind and not egress.bind.startswith(UNIX_PREFIX) and not is_ip(egress.bind):
             issues.add(f"{path}.bind", f"{egress.bind!r} is not an IP address")
+        if egress.bind and egress.port is None:
+            issues.add(f"{path}.port", "sidecar: a listener with a bind address needs a port")
+        if (egress.bind or "").startswith(UNIX_PREFIX) and egress.capture_mode == "IPTABLES":
+            issues.add(
+                f"{path}.captureMode",
+                "sidecar: captureMode must be DEFAULT or NONE for a unix domain socket bind",
+            )
         if not egress.hosts:
             issues.add(f"{path}.hosts", "sidecar: egress listener must contain at least one host")
         for number, host in enumerate(egress.hosts):
@@ -117,3 +133,20 @@ def _check_default_endpoint(issues: Issues, path: str, endpoint: str) -> None:
         )
     elif not port.isdigit() or not 1 <= int(port) <= 65535:
         issues.add(path, f"defaultEndpoint port {port!r} is not a port number")
+
+
+def _check_ingress_tls(issues: Issues, path: str, tls: ServerTLS) -> None:
+    """Istio's: a sidecar terminates TLS for callers outside the mesh with the pod's own
+    certificate files (SIMPLE or MUTUAL); Secrets and redirects are gateway features."""
+    if tls.https_redirect:
+        issues.add(f"{path}.httpsRedirect", "sidecar: httpsRedirect is not supported")
+    if tls.credential_name:
+        issues.add(f"{path}.credentialName", "sidecar: credentialName is not supported")
+    if tls.mode not in ("SIMPLE", "MUTUAL"):
+        issues.add(f"{path}.mode", "sidecar: only SIMPLE and MUTUAL TLS modes are supported")
+    if not tls.server_certificate:
+        issues.add(f"{path}.serverCertificate", "TLS requires a serverCertificate")
+    if not tls.private_key:
+        issues.add(f"{path}.privateKey", "TLS requires a privateKey")
+    if tls.mode == "MUTUAL" and not tls.ca_certificates:
+        issues.add(f"{path}.caCertificates", "MUTUAL TLS requires caCertificates")

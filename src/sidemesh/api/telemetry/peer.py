@@ -87,6 +87,21 @@ def envoy_environment(metadata: WorkloadMetadata) -> dict[str, str]:
     return {variable: getattr(metadata, name) for name, _, variable in KEYS}
 
 
+# OpenTelemetry's resource, read by Envoy's environment resource detector (xds/telemetry_tracing.py)
+OTEL_RESOURCE_ATTRIBUTES: Final = "OTEL_RESOURCE_ATTRIBUTES"
+
+
+def otel_resource_attributes(metadata: WorkloadMetadata) -> dict[str, str]:
+    """`OTEL_RESOURCE_ATTRIBUTES` for Envoy: Istio's span service, `<canonical-service>.
+    <namespace>`. `,` and `=` separate the variable's pairs, so values never hold them."""
+
+    def value(text: str) -> str:
+        return text.replace(",", "").replace("=", "") or UNKNOWN
+
+    service = f"{value(metadata.canonical_service)}.{value(metadata.namespace)}"
+    return {OTEL_RESOURCE_ATTRIBUTES: f"service.name={service}"}
+
+
 def own(name: str) -> str:
     """The formatter reading one of this proxy's own metadata values."""
     return f"%ENVIRONMENT({ENVIRONMENT_PREFIX}{name.upper()})%"
