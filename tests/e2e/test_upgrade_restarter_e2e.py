@@ -27,19 +27,19 @@ NAMESPACE = "shop"
 NODE = "e2e-node"
 
 
-def web_deployment(namespace: str) -> str:
-    """A one-replica Deployment of a small web server, ready when it answers."""
+def web_deployment(namespace: str, *, replicas: int = 1, grace_seconds: int = 2) -> str:
+    """A Deployment of a small web server, ready when it answers."""
     return f"""
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: web, namespace: {namespace}}}
 spec:
-  replicas: 1
+  replicas: {replicas}
   selector: {{matchLabels: {{app: web}}}}
   template:
     metadata: {{labels: {{app: web}}}}
     spec:
-      terminationGracePeriodSeconds: 2
+      terminationGracePeriodSeconds: {grace_seconds}
       containers:
       - name: web
         image: python:3.12-slim

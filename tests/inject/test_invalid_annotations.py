@@ -36,6 +36,7 @@ BAD: list[Any] = [
     pytest.param(T + "excludeOutboundIPRanges", "fd00::/129", {}, id="exclude-cidr-ipv6-prefix"),
     pytest.param(T + "excludeInterfaces", "eth0 eth1", {}, id="exclude-interfaces-space"),
     pytest.param("istio.io/reroute-virtual-interfaces", "tap/0", {}, id="reroute-interfaces"),
+    pytest.param("sidecar.sidemesh.io/while-proxy-down", "wait", {}, id="while-proxy-down-word"),
     pytest.param(P + "proxyCPU", "lots", {}, id="cpu-word"),
     pytest.param(P + "proxyMemory", "1.5.5Gi", {}, id="memory-two-points"),
     pytest.param(P + "proxyCPULimit", "-1", {}, id="cpu-limit-negative"),

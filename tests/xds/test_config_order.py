@@ -215,3 +215,18 @@ def test_analyze_names_the_virtual_service_that_wins(
     assert all(f"only the oldest, {winner}, takes effect" in f.message for f in found)
     loser = next(f for f in found if winner not in f.object)
     assert "this one's rules for the host are ignored" in loser.message
+
+
+def sidecar(name: str, created: str | None, hosts: list[str]) -> dict[str, Any]:
+    return {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+            "metadata": metadata(name, created),
+            "spec": {"egress": [{"hosts": hosts}]}}  # fmt: skip
+
+
+@pytest.mark.parametrize(("older", "newer"), [("a-first", "z-last"), ("z-last", "a-first")])
+def test_of_two_namespace_sidecars_the_oldest_applies(older: str, newer: str) -> None:
+    from sidemesh.xds.scoping import select_sidecar
+
+    snap = snapshot(sidecar(newer, NEW, ["./*"]), sidecar(older, OLD, ["istio-system/*"]))
+    chosen = select_sidecar(snap.sidecars, "demo", {"app": "reviews"}, snap.root_namespace)
+    assert chosen is not None and chosen.name == older

@@ -161,8 +161,11 @@ def test_router_nodes_are_gateways() -> None:
         ([server(31400, "TCP", ["*"])], [], [31400], None),  # xds.gateway_passthrough
         ([server(443, "HTTPS", ["a.example.com"], tls={"mode": "PASSTHROUGH"})], [], [8443],
          None),
-        ([server(443, "TLS", ["a.example.com"], tls={"mode": "AUTO_PASSTHROUGH"})], [], [],
-         "TLS mode AUTO_PASSTHROUGH (multi-network east-west) is not served"),
+        ([server(443, "TLS", ["a.example.com"], tls={"mode": "AUTO_PASSTHROUGH"})], [], [8443],
+         None),  # xds.gateway_auto_passthrough
+        ([server(443, "TLS", ["a.example.com"],
+                 tls={"mode": "OPTIONAL_MUTUAL", "credentialName": "c"})],
+         [], [], "TLS mode 'OPTIONAL_MUTUAL' is not served"),
         ([server(9000, "UDP", ["*"])], [], [], "protocol 'UDP' is not served"),
         ([server(443, "HTTPS", ["a.example.com"], tls={"mode": "SIMPLE", "credentialName": "c"})],
          [], [], "credentialName 'c': no usable TLS Secret of that name in namespace 'edge'"),

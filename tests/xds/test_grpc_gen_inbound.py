@@ -1,5 +1,5 @@
 """A proxyless gRPC server's own listener (gRFC A36): which ports get one, mTLS by the
-workload's PeerAuthentication (Istio's table), and authorization failing closed."""
+workload's PeerAuthentication (Istio's table), and its AuthorizationPolicy."""
 
 from __future__ import annotations
 
@@ -81,15 +81,17 @@ def test_a_port_the_pod_does_not_serve_gets_no_listener() -> None:
     assert server_listener(NAME, mesh(), other) is None
 
 
-def test_an_authorization_policy_makes_the_server_refuse_every_call() -> None:
+def test_an_authorization_policy_becomes_the_servers_rbac_filter() -> None:
+    # More in test_grpc_gen_authz.py.
     policy = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
               "metadata": {"name": "who", "namespace": "demo"},
               "spec": {"selector": {"matchLabels": {"app": "who"}},
                        "rules": [{"from": [{"source": {"namespaces": ["demo"]}}]}]}}  # fmt: skip
     listener = to_dict(server_listener(NAME, mesh(policy), server({"app": "who"})))
     filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
-    assert [f["name"] for f in filters] == ["envoy.filters.http.rbac", "envoy.filters.http.router"]
-    assert filters[0]["typed_config"]["rules"] == {}  # ALLOW (the default) with no policy
+    assert [f["name"] for f in filters] == ["envoy.filters.http.rbac.ALLOW",
+                                            "envoy.filters.http.router"]  # fmt: skip
+    assert list(filters[0]["typed_config"]["rules"]["policies"]) == ["ns[demo]-policy[who]-rule[0]"]
 
 
 def test_the_server_listener_is_answered_through_the_generator() -> None:

@@ -53,6 +53,10 @@ ANNOTATION_USER_VOLUME_MOUNT: Final = "sidecar.istio.io/userVolumeMount"
 ANNOTATION_BOOTSTRAP_OVERRIDE: Final = "sidecar.istio.io/bootstrapOverride"
 # sidemesh's own: init containers (comma list) that run outside the mesh, before capture.
 ANNOTATION_BYPASS_INIT_CONTAINERS: Final = "sidecar.sidemesh.io/bypass-init-containers"
+# sidemesh's own: `hold` (default) or `refuse` a captured connection while the proxy is down
+# (istio-init's `--while-proxy-down`; see capture.config.WhileProxyDown).
+ANNOTATION_WHILE_PROXY_DOWN: Final = "sidecar.sidemesh.io/while-proxy-down"
+WHILE_PROXY_DOWN_CHOICES: Final = ("hold", "refuse")
 ANNOTATION_DEFAULT_CONTAINER: Final = "kubectl.kubernetes.io/default-container"
 ANNOTATION_DEFAULT_LOGS_CONTAINER: Final = "kubectl.kubernetes.io/default-logs-container"
 ANNOTATION_PROMETHEUS_SCRAPE: Final = "prometheus.io/scrape"

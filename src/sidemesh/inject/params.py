@@ -30,6 +30,7 @@ class CaptureSettings:
     exclude_outbound_ports: str
     reroute_virtual_interfaces: str
     exclude_interfaces: str
+    while_proxy_down: str = "hold"
 
     def args(self, status_port: int) -> list[str]:
         """The `istio-init` arguments, in Istio's order and spelling."""
@@ -59,6 +60,8 @@ class CaptureSettings:
             out += ["-k", self.reroute_virtual_interfaces]
         if self.exclude_interfaces:
             out += ["-c", self.exclude_interfaces]
+        if self.while_proxy_down != "hold":  # the default is left unsaid
+            out += ["--while-proxy-down", self.while_proxy_down]
         return out
 
 
@@ -209,6 +212,19 @@ def _virtual_interfaces(annotations: Mapping[str, str]) -> str:
     return ""
 
 
+def _while_proxy_down(annotations: Mapping[str, str]) -> str:
+    name = names.ANNOTATION_WHILE_PROXY_DOWN
+    raw = ann.get(annotations, name)
+    if raw is None:
+        return "hold"
+    value = raw.strip()
+    if value not in names.WHILE_PROXY_DOWN_CHOICES:
+        raise InvalidAnnotation(
+            name, raw, f"expected one of {', '.join(names.WHILE_PROXY_DOWN_CHOICES)}"
+        )
+    return value
+
+
 def _capture(annotations: Mapping[str, str], mode: str, values: InjectorValues) -> CaptureSettings:
     proxy = values.global_.proxy
 
@@ -247,6 +263,7 @@ def _capture(annotations: Mapping[str, str], mode: str, values: InjectorValues) 
         ),
         reroute_virtual_interfaces=_virtual_interfaces(annotations),
         exclude_interfaces=interfaces(n.ANNOTATION_EXCLUDE_INTERFACES),
+        while_proxy_down=_while_proxy_down(annotations),
     )
 
 

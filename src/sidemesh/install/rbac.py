@@ -12,7 +12,8 @@ Only what the control plane does is granted:
   filter by label, so this covers every such configuration; the control plane itself only
   patches those labelled `istio.io/rev=<its revision>` (its own and its tags').
   `resourceNames` cannot help either: tags are created after install with names not known now;
-* configmaps in every namespace (publishing `istio-ca-root-cert`); `create` cannot be limited
+* configmaps in every namespace (publishing `istio-ca-root-cert`; get/watch also serve
+  following the revision's mesh ConfigMap `istio-<rev>` live); `create` cannot be limited
   by name, so the verbs cover all configmaps;
 * get/list/watch/patch validatingwebhookconfigurations (caBundle and `failurePolicy: Fail` of
   the revision's `istio-validator-*`), and create gateways in istio-system, only ever as a

@@ -90,8 +90,16 @@ class AdsServer:
         write_concurrency: int = 32,
         write_slot_seconds: float = 10.0,
         response_memory_bytes: int = 128 * 1024 * 1024,
+        wait_for_first_snapshot: bool = False,
     ) -> None:
         self.cache = ResourceCache(snapshot)
+        # Until the registry's first snapshot, `snapshot` is a placeholder (an empty mesh):
+        # a proxy served from it would drop every cluster and listener it has (a restarted
+        # control plane answering its reconnecting sidecars with 503s for them). Streams wait.
+        self.initialized = asyncio.Event()
+        if not wait_for_first_snapshot:
+            self.initialized.set()
+        self.waiting_for_snapshot = 0  # streams held until then
         self.grpc = GrpcGenerator()  # proxyless gRPC clients (node metadata GENERATOR: grpc)
         self.instance_id = instance_id
         self.metrics = metrics or XdsMetrics()
@@ -139,6 +147,7 @@ class AdsServer:
     def set_snapshot(self, snapshot: MeshSnapshot) -> None:
         """Adopt a new snapshot and wake every connection to push what changed for it."""
         self.cache.set_snapshot(snapshot)
+        self.initialized.set()
         self._responses = self._new_response_memo()
         self._snapshot_time = self.clock()
         self.metrics.snapshots += 1
@@ -171,6 +180,12 @@ class AdsServer:
                 )
             except XdsAuthError as exc:
                 await self._refuse(context, exc)
+        if not self.initialized.is_set():
+            self.waiting_for_snapshot += 1
+            try:
+                await self.initialized.wait()  # the proxy's requests wait in gRPC meanwhile
+            finally:
+                self.waiting_for_snapshot -= 1
         pusher = asyncio.create_task(self._push_on_change(connection))
         try:
             async for request in requests:

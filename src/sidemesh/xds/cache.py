@@ -6,7 +6,9 @@ service's pieces. Per type, the outbound resources form one base set per *view*
 (`scoping.ProxyView`: what Sidecar scoping, exportTo and selectors make of a proxy; one view
 for every proxy when the snapshot has no such configuration); a proxy *shape* adds its own few
 (capture and inbound listeners, inbound clusters), so proxies that would get identical bytes
-share one object (and the ADS layer compares objects, not bytes).
+share one object (and the ADS layer compares objects, not bytes). Shapes, base sets and each
+shape's sets are carried into the next snapshot and kept where their inputs are unchanged
+(`cache_carry`): a VirtualService change recomputes no shape and replaces listener sets only.
 Each resource carries its encoded `Any` field ready to splice into a response, and each set its
 concatenation, so even a state-of-the-world response is a join of a few ready byte strings.
 """
@@ -18,12 +20,13 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import Any, TypeVar
 
 from sidemesh.api.protowire import length_delimited
 from sidemesh.xds import (
+    cache_carry,
     cluster_policy,
     gateway,
+    gateway_auto_passthrough,
     inbound,
     outbound,
     routes,
@@ -31,7 +34,8 @@ from sidemesh.xds import (
     sidecar_listeners,
     wildcard_listeners,
 )
-from sidemesh.xds.inbound import ProxyShape, proxy_shape
+from sidemesh.xds.cache_carry import Carried, SweptMemo
+from sidemesh.xds.inbound import ProxyShape, proxy_shape, shape_inputs
 from sidemesh.xds.model import Endpoint, MeshSnapshot, Service, is_http
 from sidemesh.xds.proxy import Bind, ProxyInfo
 from sidemesh.xds.resource_names import (
@@ -45,7 +49,7 @@ from sidemesh.xds.resource_names import (
 from sidemesh.xds.telemetry import NO_PLAN
 from sidemesh.xds.telemetry_policy import SidePlan
 
-K = TypeVar("K")
+Instances = tuple[tuple[Service, Endpoint], ...]  # what a proxy serves (its inbound side)
 log = logging.getLogger("sidemesh.xds.cache")
 
 TYPE_ORDER = (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER)  # push order
@@ -144,58 +148,52 @@ def diff(
     return Diff(shared.changed + own.changed, shared.removed + own.removed)
 
 
-class _Memo(dict[Any, Any]):
-    """A dict that remembers which keys were used since the last sweep, and forgets the rest."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.used: set[Any] = set()
-
-    def get_or_build(self, key: K, build: Callable[[], Any]) -> Any:
-        self.used.add(key)
-        if key not in self:
-            self[key] = build()
-        return self[key]
-
-    def sweep(self) -> None:
-        for key in [k for k in self if k not in self.used]:
-            del self[key]
-        self.used = set()
-
-
 class ResourceCache:
     def __init__(self, snapshot: MeshSnapshot) -> None:
-        self._service_listeners = _Memo()
-        self._clusters = _Memo()
-        self._assignments = _Memo()
-        self._wildcard_listeners = _Memo()
+        self._service_listeners = SweptMemo()
+        self._clusters = SweptMemo()
+        self._assignments = SweptMemo()
+        self._wildcard_listeners = SweptMemo()
         # A shape's inbound listener and clusters: pure functions of it, kept across snapshots
         # (rebuilding them for every shape on every push dominated a VirtualService change).
-        self._inbound = _Memo()
+        self._inbound = SweptMemo()
         self._static = [
             Resource.of(TYPE_CLUSTER, c.name, c.SerializeToString())
             for c in outbound.static_clusters()
         ]
+        self._capture_listeners = SweptMemo()
         self._diffs: dict[tuple[TypedResources | None, TypedResources], Diff] = {}
         self._gateway_problems: set[str] = set()  # logged once each
+        # Carried into the next snapshot and kept there only if still valid (`cache_carry`):
+        # a VirtualService change then recomputes no shape and rebuilds only listener sets.
+        self._shapes: Carried[ProxyInfo, tuple[Instances, ProxyShape]] = Carried()
+        self._by_shape: Carried[tuple[ProxyShape, scoping.ProxyView],
+                                dict[str, TypedResources]] = Carried()  # fmt: skip
+        self._shared: Carried[tuple[scoping.ProxyView, str, SidePlan], TypedResources] = Carried()
+        self._shape_inputs = shape_inputs(snapshot)
+        self._same_instances = False  # every proxy's instances as in the previous snapshot
         self.snapshot = snapshot
         self._reset()
 
     def set_snapshot(self, snapshot: MeshSnapshot) -> None:
-        self.snapshot = snapshot
+        previous, self.snapshot = self.snapshot, snapshot
         for memo in (self._service_listeners, self._clusters, self._assignments,
-                     self._wildcard_listeners, self._inbound):  # fmt: skip
+                     self._wildcard_listeners, self._inbound, self._capture_listeners):  # fmt: skip
             memo.sweep()
+        inputs = shape_inputs(snapshot)
+        self._shapes.roll(keep=inputs == self._shape_inputs)
+        self._shape_inputs = inputs
+        self._same_instances = (
+            snapshot.services is previous.services and snapshot.endpoints is previous.endpoints
+        )
+        self._by_shape.roll()
+        self._shared.roll()
         self._reset()
 
     def _reset(self) -> None:
-        self._by_shape: dict[tuple[ProxyShape, scoping.ProxyView], dict[str, TypedResources]] = {}
-        self._shapes: dict[ProxyInfo, ProxyShape] = {}
         self._views: dict[ProxyInfo, scoping.ProxyView] = {}
         self._scopes: dict[scoping.ProxyView, scoping.Scope] = {}
         self._facts = scoping.ScopingFacts.of(self.snapshot)
-        self._capture_listeners: dict[tuple[Bind, bool, bool], Resource] = {}
-        self._shared: dict[tuple[scoping.ProxyView, str, SidePlan], TypedResources] = {}
         self._gateways: dict[ProxyInfo, dict[str, TypedResources]] = {}
         self._diffs.clear()
 
@@ -209,8 +207,15 @@ class ResourceCache:
     def shape_of(self, proxy: ProxyInfo) -> ProxyShape:
         found = self._shapes.get(proxy)
         if found is None:
-            found = self._shapes[proxy] = proxy_shape(self.snapshot, proxy)
-        return found
+            offered = self._shapes.offered(proxy)
+            if offered is not None and self._same_instances:
+                found = self._shapes.put(proxy, offered)
+            else:
+                instances = self.snapshot.instances_by_address.get(proxy.ip, ())
+                if offered is None or offered[0] != instances:
+                    offered = (instances, proxy_shape(self.snapshot, proxy))
+                found = self._shapes.put(proxy, offered)
+        return found[1]
 
     def view_of(self, proxy: ProxyInfo) -> scoping.ProxyView:
         found = self._views.get(proxy)
@@ -230,24 +235,32 @@ class ResourceCache:
         key = (self.shape_of(proxy), self.view_of(proxy))
         found = self._by_shape.get(key)
         if found is None:
-            found = self._by_shape[key] = self._build(*key)
+            found = self._by_shape.put(key, self._build(*key, self._by_shape.offered(key) or {}))
         return found
 
-    def _build(self, shape: ProxyShape, view: scoping.ProxyView) -> dict[str, TypedResources]:
+    def _build(
+        self,
+        shape: ProxyShape,
+        view: scoping.ProxyView,
+        previous: Mapping[str, TypedResources],  # the previous snapshot's, kept if still equal
+    ) -> dict[str, TypedResources]:
         scope = self.scope_of(view)
         key = (shape, self.snapshot.trust_domain)
         inbound_listeners, inbound_clusters = self._inbound.get_or_build(
             key, partial(_inbound_resources, shape, self.snapshot.trust_domain)
         )
         client = shape.telemetry.client  # the client side's telemetry: part of the key
-        listeners = TypedResources.extend(
+        listeners = _extended(
+            previous.get(TYPE_LISTENER),
             self._shared_typed(scope, TYPE_LISTENER,
                                partial(self._listener_resources, client=client), client),
             [self._capture_listener(shape.outbound_bind, shape.transparent, scope.registry_only),
              *inbound_listeners],
         )  # fmt: skip
-        clusters = TypedResources.extend(
-            self._shared_typed(scope, TYPE_CLUSTER, self._outbound_clusters), inbound_clusters
+        clusters = _extended(
+            previous.get(TYPE_CLUSTER),
+            self._shared_typed(scope, TYPE_CLUSTER, self._outbound_clusters),
+            inbound_clusters,
         )
         endpoints = self._shared_typed(scope, TYPE_ENDPOINT, self._load_assignments)
         return {TYPE_LISTENER: listeners, TYPE_CLUSTER: clusters, TYPE_ENDPOINT: endpoints}
@@ -266,9 +279,18 @@ class ResourceCache:
                 Resource.of(TYPE_LISTENER, listener.name, listener.SerializeToString())
                 for listener in gateway.gateway_listeners(self.snapshot, proxy, plan)
             ]
+            clusters = self._shared_typed(scope, TYPE_CLUSTER, self._outbound_clusters)
+            if any(bound.kind == "auto_passthrough" for bound in plan.servers):
+                # SNI-DNAT clusters: plain TCP twins of the outbound ones, named by the SNI
+                twins = gateway_auto_passthrough.sni_dnat_bodies(
+                    (r.name, r.body) for r in clusters.resources.values()
+                )
+                clusters = TypedResources.extend(
+                    clusters, [Resource.of(TYPE_CLUSTER, n, b) for n, b in twins]
+                )
             found = self._gateways[proxy] = {
                 TYPE_LISTENER: TypedResources.of(TYPE_LISTENER, listeners),
-                TYPE_CLUSTER: self._shared_typed(scope, TYPE_CLUSTER, self._outbound_clusters),
+                TYPE_CLUSTER: clusters,
                 TYPE_ENDPOINT: self._shared_typed(scope, TYPE_ENDPOINT, self._load_assignments),
             }  # fmt: skip
         return found
@@ -285,19 +307,17 @@ class ResourceCache:
         key = (scope.view, type_url, client)
         found = self._shared.get(key)
         if found is None:
-            found = self._shared[key] = TypedResources.of(type_url, build(scope))
+            resources = build(scope)
+            offered = self._shared.offered(key)
+            if offered is None or not cache_carry.same_set(offered, resources):
+                offered = TypedResources.of(type_url, resources)
+            found = self._shared.put(key, offered)
         return found
 
     def _capture_listener(self, bind: Bind, transparent: bool, registry_only: bool) -> Resource:
-        key = (bind, transparent, registry_only)
-        found = self._capture_listeners.get(key)
-        if found is None:
-            listener = outbound.virtual_outbound_listener(
-                bind, registry_only=registry_only, transparent=transparent
-            )
-            found = self._capture_listeners[key] = Resource.of(
-                TYPE_LISTENER, VIRTUAL_OUTBOUND, listener.SerializeToString()
-            )
+        build = partial(_capture_listener_resource, bind, transparent, registry_only)
+        found: Resource = self._capture_listeners.get_or_build((bind, transparent, registry_only),
+                                                               build)  # fmt: skip
         return found
 
     def _listener_resources(
@@ -350,6 +370,22 @@ class ResourceCache:
                     key = (name, endpoints, tcp)
                     resources.append(self._assignments.get_or_build(key, build))
         return resources
+
+
+def _extended(
+    old: TypedResources | None, base: TypedResources, own: list[Resource]
+) -> TypedResources:
+    """`TypedResources.extend(base, own)`, or `old` if that is what it would be."""
+    if old is not None and cache_carry.same_extension(old, base, own):
+        return old
+    return TypedResources.extend(base, own)
+
+
+def _capture_listener_resource(bind: Bind, transparent: bool, registry_only: bool) -> Resource:
+    listener = outbound.virtual_outbound_listener(
+        bind, registry_only=registry_only, transparent=transparent
+    )
+    return Resource.of(TYPE_LISTENER, VIRTUAL_OUTBOUND, listener.SerializeToString())
 
 
 def _service_listener_resource(

@@ -9,7 +9,9 @@ times still give one order), and every rule that picks one of several reads that
   ones) are merged into the oldest: its traffic policy stays (a later one's is used only when
   it has none), and subsets are added by name, a name already present kept (`merged_rule`);
 * ServiceEntries are kept oldest first, as Istio does so addresses are allocated the same way
-  each time.
+  each time;
+* of several Sidecars at one level of precedence for a workload (which Istio calls undefined),
+  the oldest applies, as Istio's sorted sidecar scopes make it (`scoping.select_sidecar`).
 
 The snapshot holds these kinds in this order (`xds.builder`), so a generator walking them
 meets the oldest first.
@@ -24,7 +26,7 @@ from sidemesh.api.networking import DestinationRule, Resource
 from sidemesh.xds.model import resolve_host
 
 R = TypeVar("R", bound=Resource[Any])
-OLDEST_FIRST_KINDS = ("VirtualService", "DestinationRule", "ServiceEntry")
+OLDEST_FIRST_KINDS = ("VirtualService", "DestinationRule", "ServiceEntry", "Sidecar")
 
 
 def config_order(resource: Resource[Any]) -> tuple[float, str, str]:

@@ -21,12 +21,22 @@ Istio's rules, as implemented here:
 * `tls.httpsRedirect` on an HTTP server answers every request with a redirect to https;
 * PASSTHROUGH (HTTPS/TLS) servers share a port's SNI-matched chains with HTTPS ones and forward
   the client's TLS by the `tls` rules' `sniHosts`; a TCP server takes its port and forwards by
-  the first `tcp` rule (`xds.gateway_passthrough`).
+  the first `tcp` rule (`xds.gateway_passthrough`);
+* a TLS server with SIMPLE/MUTUAL/ISTIO_MUTUAL terminates TLS as an HTTPS one does, then
+  forwards the bytes by the first `tcp` rule that applies (no ALPN offered: the payload is
+  opaque);
+* AUTO_PASSTHROUGH servers forward by the SNI alone to the SNI-DNAT cluster it names
+  (`xds.gateway_auto_passthrough`);
+* client-side telemetry, as Istio's gateways report it: every HTTP connection manager and TCP
+  proxy counts `reporter="source"` series with the gateway as `source_workload`, and writes the
+  access logs and trace spans the gateway's Telemetry/meshConfig ask for (`xds.telemetry`'s
+  outbound writers, with the client side's plan of `xds.telemetry_policy`). The peer-metadata
+  headers are overwritten towards the backend and removed from its responses, so neither an
+  outside client can forge them nor see the backend's.
 
 What cannot be served is left out with a reason (`GatewayPlan.skipped`) instead of making Envoy
-refuse the whole listener set: AUTO_PASSTHROUGH servers, TLS termination before TCP routes,
-file-based certificates, a missing or broken Secret, a second server claiming the same port and
-hosts.
+refuse the whole listener set: file-based certificates, a missing or broken Secret, a second
+server claiming the same port and hosts, modes sidemesh has no translation for.
 """
 
 # mypy: disable-error-code="import-untyped"
@@ -51,6 +61,7 @@ from sidemesh.xds.envoy_json import (
     socket_address,
     typed,
 )
+from sidemesh.xds.gateway_auto_passthrough import auto_passthrough_chain, server_sni_names
 from sidemesh.xds.gateway_passthrough import passthrough_chains, tcp_chains
 from sidemesh.xds.gateway_servers import (
     PORT_FAMILY,
@@ -64,6 +75,8 @@ from sidemesh.xds.model import MeshSnapshot
 from sidemesh.xds.proxy import ProxyInfo
 from sidemesh.xds.routes import FAULT_FILTER, gateway_routes
 from sidemesh.xds.scoping import ProxyView, Scope
+from sidemesh.xds.telemetry import outbound_http, outbound_tcp
+from sidemesh.xds.telemetry_policy import SidePlan, telemetry_policy
 
 __all__ = ["BoundServer", "GatewayPlan", "gateway_listeners", "intersect_hosts", "is_router",
            "plan_gateway", "without_sidecar"]  # fmt: skip
@@ -73,6 +86,7 @@ _TLS_VERSIONS = {"TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2
                  "TLSV1_3": "TLSv1_3"}  # fmt: skip
 _DOWNSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 _HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
 
 def is_router(proxy: ProxyInfo) -> bool:
@@ -213,7 +227,9 @@ def _virtual_hosts(
     return virtual_hosts
 
 
-def _http_filter(name: str, virtual_hosts: list[dict[str, Any]]) -> dict[str, Any]:
+def _http_filter(
+    name: str, virtual_hosts: list[dict[str, Any]], telemetry: SidePlan
+) -> dict[str, Any]:
     config = typed(
         _HCM,
         stat_prefix=name,
@@ -231,7 +247,15 @@ def _http_filter(name: str, virtual_hosts: list[dict[str, Any]]) -> dict[str, An
              "typed_config": typed("envoy.extensions.filters.http.router.v3.Router")},
         ],
     )  # fmt: skip
-    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
+    hcm = {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
+    return outbound_http(hcm, "HTTP", telemetry)
+
+
+def _with_client_telemetry(chain: dict[str, Any], telemetry: SidePlan) -> dict[str, Any]:
+    """A TCP chain's proxy counting `reporter="source"` connections, and the plan's logs."""
+    chain["filters"] = [outbound_tcp(f, telemetry) if f["name"] == _TCP_PROXY else f
+                        for f in chain["filters"]]  # fmt: skip
+    return chain
 
 
 def _downstream_tls(bound: BoundServer, trust_domain: str) -> dict[str, Any]:
@@ -260,7 +284,8 @@ def _downstream_tls(bound: BoundServer, trust_domain: str) -> dict[str, Any]:
                     for kind in ("DNS", "URI")
                 ]
             common["validation_context"] = validation
-    common["alpn_protocols"] = ["h2", "http/1.1"]
+    if bound.kind == "https":  # a terminated TLS server's payload is opaque: no ALPN
+        common["alpn_protocols"] = ["h2", "http/1.1"]
     parameters: dict[str, Any] = {}
     if tls.min_protocol_version in _TLS_VERSIONS:
         parameters["tls_minimum_protocol_version"] = _TLS_VERSIONS[tls.min_protocol_version]
@@ -283,6 +308,7 @@ def gateway_listeners(
 ) -> list[Any]:
     """One listener per address:port the proxy's Gateways serve, sorted by name."""
     plan = plan or plan_gateway(snapshot, proxy)
+    telemetry = telemetry_policy(snapshot, proxy.namespace, proxy.label_map).client
     by_port: dict[tuple[str, int], list[BoundServer]] = {}
     for bound in plan.servers:
         by_port.setdefault((bound.address, bound.port), []).append(bound)
@@ -292,27 +318,41 @@ def gateway_listeners(
         chains: list[dict[str, Any]] = []
         if servers[0].kind == "http":  # plan_gateway keeps one family per port
             chains.append({"name": f"http.{port}", "filters": [
-                _http_filter(f"http.{port}", _virtual_hosts(snapshot, proxy, servers))
+                _http_filter(f"http.{port}", _virtual_hosts(snapshot, proxy, servers), telemetry)
             ]})  # fmt: skip
         elif servers[0].kind == "tcp":
             chains += tcp_chains(snapshot, proxy, servers[0])
-        # HTTPS chains claim their names first; passthrough rules get the names left.
+        # Terminating chains claim their names first; passthrough rules get the names left.
         taken = {n for b in servers if b.terminates_tls for n in b.server_names()}
         for bound in servers:
             if bound.kind == "passthrough":
                 chains += passthrough_chains(snapshot, proxy, bound, taken)
+            if bound.kind == "auto_passthrough":
+                names = [n for n in server_sni_names(Scope(snapshot), bound) if n not in taken]
+                taken.update(names)
+                auto = auto_passthrough_chain(bound, names)
+                chains += [auto] if auto is not None else []
             if not bound.terminates_tls:
                 continue
             gateway = bound.gateway
-            route_name = f"https.{port}.{gateway.namespace}.{gateway.name}.{bound.index}"
+            route_name = f"{bound.kind}.{port}.{gateway.namespace}.{gateway.name}.{bound.index}"
+            if bound.kind == "tls":  # terminated, then the first `tcp` rule that applies
+                routed = tcp_chains(snapshot, proxy, bound)
+                if not routed:
+                    continue
+                filters = routed[0]["filters"]
+            else:
+                virtual_hosts = _virtual_hosts(snapshot, proxy, [bound])
+                filters = [_http_filter(route_name, virtual_hosts, telemetry)]
             match = {"server_names": sorted(bound.server_names())} if bound.server_names() else {}
             chains.append({
                 "name": route_name,
                 "filter_chain_match": match,
                 "transport_socket": {"name": "envoy.transport_sockets.tls",
                                      "typed_config": _downstream_tls(bound, snapshot.trust_domain)},
-                "filters": [_http_filter(route_name, _virtual_hosts(snapshot, proxy, [bound]))],
+                "filters": filters,
             })  # fmt: skip
+        chains = [_with_client_telemetry(chain, telemetry) for chain in chains]
         if not chains:
             continue  # no route for these servers yet: Envoy refuses a listener without chains
         listener: dict[str, Any] = {

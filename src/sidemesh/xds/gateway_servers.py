@@ -2,12 +2,15 @@
 them: shared by the HTTP listeners (`xds.gateway`) and the TLS passthrough and TCP ones
 (`xds.gateway_passthrough`). Pure.
 
-A server is one of four kinds, by its protocol and TLS mode:
+A server is one of six kinds, by its protocol and TLS mode:
 * `http`: HTTP, HTTP2, GRPC (routes from the VirtualServices' `http` rules);
 * `https`: HTTPS whose TLS the gateway terminates (SIMPLE, MUTUAL, ISTIO_MUTUAL), then `http`;
 * `passthrough`: HTTPS or TLS with mode PASSTHROUGH (Istio's default mode): the gateway reads
   only the SNI and forwards the client's TLS untouched by the `tls` rules' `sniHosts`;
-* `tcp`: TCP (or MONGO, REDIS, MYSQL: opaque bytes), forwarded by the first `tcp` rule.
+* `tcp`: TCP (or MONGO, REDIS, MYSQL: opaque bytes), forwarded by the first `tcp` rule;
+* `tls`: TLS whose TLS the gateway terminates (SIMPLE, MUTUAL, ISTIO_MUTUAL), then `tcp`;
+* `auto_passthrough`: HTTPS or TLS with mode AUTO_PASSTHROUGH: the SNI names the mesh cluster
+  (`outbound_.PORT_.SUBSET_.HOST`), no VirtualService (`xds.gateway_auto_passthrough`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from sidemesh.api.text import untrusted
 from sidemesh.xds.credentials import TlsCredential
 from sidemesh.xds.proxy import ProxyInfo
 
-ServerKind = Literal["http", "https", "passthrough", "tcp"]
+ServerKind = Literal["http", "https", "passthrough", "tcp", "tls", "auto_passthrough"]
 HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC"})
 TCP_PROTOCOLS = frozenset({"TCP", "MONGO", "REDIS", "MYSQL"})
 TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
@@ -34,7 +37,8 @@ TERMINATED_TLS_MODES = frozenset({"SIMPLE", "MUTUAL", "ISTIO_MUTUAL"})
 # Which kinds can share one address:port: SNI tells TLS chains apart; nothing tells plain HTTP
 # from raw TCP, and one raw TCP server takes its whole port.
 PORT_FAMILY: dict[ServerKind, str] = {
-    "http": "plain HTTP", "https": "TLS", "passthrough": "TLS", "tcp": "TCP",
+    "http": "plain HTTP", "https": "TLS", "passthrough": "TLS", "tcp": "TCP", "tls": "TLS",
+    "auto_passthrough": "TLS",
 }  # fmt: skip
 
 
@@ -51,15 +55,12 @@ def server_kind(server: Server) -> tuple[ServerKind | None, str]:
     mode = (server.tls.mode if server.tls is not None else None) or "PASSTHROUGH"
     if mode == "PASSTHROUGH":
         return "passthrough", ""
-    if protocol == "HTTPS" and mode in TERMINATED_TLS_MODES:
-        return "https", ""
+    if mode in TERMINATED_TLS_MODES:
+        return ("https" if protocol == "HTTPS" else "tls"), ""
     if mode == "AUTO_PASSTHROUGH":
-        return None, ("TLS mode AUTO_PASSTHROUGH (multi-network east-west) is not served: it "
-                      "needs clusters without mesh TLS named after the SNI")  # fmt: skip
-    if protocol == "TLS":
-        return None, (f"TLS mode {mode} on a TLS server (terminate, then TCP routes) is not "
-                      "served: use PASSTHROUGH, or HTTPS to terminate")  # fmt: skip
-    return None, f"TLS mode {mode} is not served (SIMPLE, MUTUAL and ISTIO_MUTUAL are)"
+        return "auto_passthrough", ""
+    return None, (f"TLS mode {untrusted(mode)} is not served (PASSTHROUGH, SIMPLE, MUTUAL, "
+                  "ISTIO_MUTUAL and AUTO_PASSTHROUGH are)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,12 @@ class BoundServer:
 
     @property
     def terminates_tls(self) -> bool:
-        return self.kind == "https"
+        return self.kind in ("https", "tls")
 
     @property
     def reads_sni(self) -> bool:
         """Whether its chains are told apart by SNI (a TLS inspector reads it)."""
-        return self.kind in ("https", "passthrough")
+        return self.kind in ("https", "passthrough", "tls", "auto_passthrough")
 
     @property
     def reference(self) -> str:

@@ -13,15 +13,18 @@ plaintext, unless the pod is labelled `security.istio.io/tlsMode: istio` (client
 auto mTLS), which makes it STRICT — Istio's rule. A port no service of the pod declares gets
 no listener (gRPC then does not serve it), as in Istio.
 
-Authorization: an AuthorizationPolicy (or RequestAuthentication) that selects the workload is
-not translated for gRPC yet, so the listener then refuses every call (an RBAC filter that
-allows nothing): fail closed, never open. Pure functions of (snapshot, proxy, name).
+Authorization: the AuthorizationPolicies that select the workload become RBAC HTTP filters
+before the router (gRFC A41, `grpc_gen_authz`): DENY, then ALLOW. A rule gRPC cannot honour is
+made stricter (an ALLOW rule allows nothing, a DENY rule denies every call) and a
+RequestAuthentication refuses every call (gRPC cannot verify JWTs); the reasons are logged.
+Pure functions of (snapshot, proxy, name), but for that log line.
 """
 
 # mypy: disable-error-code="import-untyped"
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 from envoy.config.listener.v3 import listener_pb2
@@ -35,7 +38,7 @@ from google.protobuf import json_format
 
 from sidemesh.api import names
 from sidemesh.xds.envoy_json import socket_address, typed
-from sidemesh.xds.inbound_policy import NO_POLICY, inbound_policy
+from sidemesh.xds.grpc_gen_authz import grpc_authz
 from sidemesh.xds.model import MeshSnapshot, MtlsMode
 from sidemesh.xds.proxy import ProxyInfo
 
@@ -43,6 +46,7 @@ SERVER_LISTENER_PREFIX: Final = "xds.istio.io/grpc/lds/inbound/"
 SERVER_LISTENER_TEMPLATE: Final = f"{SERVER_LISTENER_PREFIX}%s"
 CERTIFICATE_PROVIDER: Final = "default"
 _HCM: Final = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+log = logging.getLogger("sidemesh.xds.grpc_gen")
 
 
 def is_server_listener(name: str) -> bool:
@@ -84,14 +88,6 @@ def downstream_tls() -> dict[str, Any]:
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
-DENY_ALL: Final = {
-    "name": "envoy.filters.http.rbac",
-    # ALLOW with no policy allows nothing.
-    "typed_config": typed("envoy.extensions.filters.http.rbac.v3.RBAC",
-                          rules={"action": "ALLOW", "policies": {}}),
-}  # fmt: skip
-
-
 def server_listener(name: str, snapshot: MeshSnapshot, proxy: ProxyInfo) -> Any | None:
     """The listener a gRPC server asked for by `name`, or None (not one of its ports)."""
     address = listen_address(name)
@@ -102,7 +98,9 @@ def server_listener(name: str, snapshot: MeshSnapshot, proxy: ProxyInfo) -> Any 
     if not any(endpoint.port == port for _, endpoint in instances):
         return None
     mode = server_mtls_mode(snapshot, proxy, port)
-    policed = inbound_policy(snapshot, proxy.namespace, proxy.label_map) is not NO_POLICY
+    authz = grpc_authz(snapshot, proxy.namespace, proxy.label_map)
+    for note in authz.notes:
+        log.warning("gRPC server %s port %d: %s", proxy.node_id, port, note)
     router = {"name": "envoy.filters.http.router",
               "typed_config": typed("envoy.extensions.filters.http.router.v3.Router")}  # fmt: skip
     suffix = "mtls" if mode == "STRICT" else "plaintext"
@@ -113,7 +111,7 @@ def server_listener(name: str, snapshot: MeshSnapshot, proxy: ProxyInfo) -> Any 
             "name": "inbound", "domains": ["*"],
             "routes": [{"match": {"prefix": "/"}, "non_forwarding_action": {}}],
         }]},
-        http_filters=[DENY_ALL, router] if policed else [router],
+        http_filters=[*authz.http_filters, router],
     )  # fmt: skip
     chain: dict[str, Any] = {
         "name": f"inbound-{suffix}",

@@ -87,6 +87,40 @@ class ProxyShape:
     # What the Sidecar's ingress listeners became, and why (explaining only: not a key part).
     ingress_reasons: tuple[str, ...] = field(default=(), compare=False)
 
+    def __hash__(self) -> int:
+        # A shape keys the cache's lookups a few times per proxy per push; hashing its nested
+        # tuples each time was a tenth of a push's CPU, so it is hashed once.
+        found: int | None = self.__dict__.get("_hash")
+        if found is None:
+            found = hash((self.inbound, self.default_mode, self.outbound_bind, self.inbound_bind,
+                          self.transparent, self.policy, self.telemetry))  # fmt: skip
+            object.__setattr__(self, "_hash", found)
+        return found
+
+
+# What `proxy_shape` reads of a snapshot besides the proxy's own instances
+# (`instances_by_address`, from `services` and `endpoints`): a cache may keep a proxy's shape
+# while these and its instances are equal (`shape_inputs`). Extend it with `proxy_shape`.
+SHAPE_FIELDS = (
+    "peer_authentications", "root_namespace", "sidecars", "authorization_policies",
+    "failed_authorization_policies", "request_authentications", "jwks", "telemetries",
+    "mesh_telemetry",
+)  # fmt: skip
+
+
+def shape_inputs(snapshot: MeshSnapshot) -> tuple[object, ...]:
+    """Equal for two snapshots when every proxy's shape is the same in both, given equal
+    instances of the proxy's own. Tracing reads the registry only to find each tracing
+    provider's service and port: that answer is part of the inputs, not every service."""
+    mesh = snapshot.mesh_telemetry
+    tracing = tuple(
+        (provider.service, provider.port,
+         (found := snapshot.services_by_host.get(provider.service)) is not None
+         and found.port(provider.port) is not None)
+        for provider in mesh.tracing_providers
+    ) if mesh.enable_tracing else ()  # fmt: skip
+    return (*(getattr(snapshot, name) for name in SHAPE_FIELDS), tracing)
+
 
 def proxy_shape(snapshot: MeshSnapshot, proxy: ProxyInfo) -> ProxyShape:
     labels = proxy.label_map

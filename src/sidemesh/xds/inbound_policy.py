@@ -47,16 +47,33 @@ _MEMO: dict[tuple[int, ...], tuple[tuple[object, ...], InboundPolicy]] = {}
 MEMO_SIZE = 512
 
 
-def inbound_policy(
-    snapshot: MeshSnapshot, namespace: str, labels: Mapping[str, str]
-) -> InboundPolicy:
+@dataclass(frozen=True)
+class Selected:
+    """The policies that select one workload (also what the gRPC generator translates)."""
+
+    authorizations: list[Resource[Any]]
+    invalid: list[Resource[Any]]  # stand-ins of invalid AuthorizationPolicies: DENY all
+    authentications: list[Resource[Any]]
+
+
+def selected(snapshot: MeshSnapshot, namespace: str, labels: Mapping[str, str]) -> Selected:
     def selects(policy: Resource[Any]) -> bool:
         return rbac.applies_to(policy, root_namespace=snapshot.root_namespace,
                                namespace=namespace, labels=labels)  # fmt: skip
 
-    authorizations = [p for p in snapshot.authorization_policies if selects(p)]
-    invalid = [p for p in snapshot.failed_authorization_policies if selects(p)]
-    authentications = [p for p in snapshot.request_authentications if selects(p)]
+    return Selected(
+        [p for p in snapshot.authorization_policies if selects(p)],
+        [p for p in snapshot.failed_authorization_policies if selects(p)],
+        [p for p in snapshot.request_authentications if selects(p)],
+    )
+
+
+def inbound_policy(
+    snapshot: MeshSnapshot, namespace: str, labels: Mapping[str, str]
+) -> InboundPolicy:
+    chosen = selected(snapshot, namespace, labels)
+    authorizations, invalid = chosen.authorizations, chosen.invalid
+    authentications = chosen.authentications
     if not authorizations and not invalid and not authentications:
         return NO_POLICY
     inputs = (*authorizations, *invalid, *authentications, snapshot.jwks)

@@ -97,16 +97,20 @@ def _local_parts(settings: MeshServing) -> tuple[CaStore, Authenticator, Registr
 
 
 def _kube_parts(settings: MeshServing) -> tuple[CaStore, Authenticator, Registry, list[Any]]:
+    from sidemesh.install import naming
     from sidemesh.kube.client import make_client
     from sidemesh.security.authn import TokenReviewAuthenticator
     from sidemesh.security.store import KubernetesSecretStore
+    from sidemesh.xds.mesh_reload_kube import MeshConfigMap
     from sidemesh.xds.registry_kube import KubeRegistry
 
     client = make_client(settings.kubeconfig)
+    # The revision's mesh ConfigMap, followed live (the mounted mesh file comes from it).
+    mesh_config_map = MeshConfigMap(naming.NAMESPACE, naming.mesh_configmap_name(settings.revision))
     return (
         KubernetesSecretStore(client),
         TokenReviewAuthenticator(client),
-        KubeRegistry(client, mesh=settings.mesh),
+        KubeRegistry(client, mesh=settings.mesh, mesh_config_map=mesh_config_map),
         [client],
     )
 

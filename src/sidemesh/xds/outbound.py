@@ -142,10 +142,12 @@ def service_listener(
 
 
 def outbound_services(scope: Scope) -> list[tuple[Service, int]]:
-    """(service, port) pairs that get a listener: VIP services, first owner of a VIP:port."""
+    """(service, port) pairs that get a listener: VIP services, first owner of a VIP:port. Of
+    the services a view sees, only those its egress hosts import (`Scope.listener_services`):
+    a VirtualService's destination gets a cluster, not an address to call directly."""
     seen: set[tuple[str, int]] = set()
     pairs = []
-    for service in scope.services:
+    for service in scope.listener_services:
         if not service.vip:
             continue
         for service_port in service.ports:

@@ -13,7 +13,12 @@ other `when` keys). Fail closed, never open:
 * a TCP chain cannot see HTTP attributes: an ALLOW (or AUDIT) rule using one is dropped there
   (it allows nothing), a DENY rule loses those conditions and so denies more (Istio's rule);
 * a rule that cannot be translated at all is dropped from ALLOW and becomes deny-everything in
-  DENY; CUSTOM (an external authorizer sidemesh does not run) denies what its rules match.
+  DENY; CUSTOM (an external authorizer sidemesh does not run) denies what its rules match;
+* for a proxyless gRPC server (`grpc=True`, gRFC A41) what gRPC cannot evaluate as Envoy does
+  is untranslatable: JWT attributes (no jwt_authn: Envoy metadata never matches there),
+  `connection.sni` (always empty) and headers gRPC refuses (`grpc-*`, `:scheme`) or never
+  shows (hop-by-hop) — a never-matching condition would open a DENY rule, or, negated, an
+  ALLOW rule.
 The reasons are returned with the filters so `sidemesh authz check` can show them.
 """
 
@@ -84,9 +89,10 @@ def applies_to(
 
 
 def translate(
-    policies: Iterable[Resource[AuthorizationPolicy]], *, tcp: bool
+    policies: Iterable[Resource[AuthorizationPolicy]], *, tcp: bool, grpc: bool = False
 ) -> list[TranslatedRule]:
-    """Every rule of `policies` (already chosen for one workload), for HTTP or TCP chains."""
+    """Every rule of `policies` (already chosen for one workload), for HTTP or TCP chains;
+    `grpc`: for a proxyless gRPC server's HTTP filter chain."""
     found: list[TranslatedRule] = []
     for policy in sorted(policies, key=lambda p: (p.namespace, p.name)):
         spec = policy.spec
@@ -99,7 +105,9 @@ def translate(
                 provider = spec.provider.name if spec.provider else ""
                 note = (f"CUSTOM provider {provider!r} is not available in sidemesh: "
                         "what the rule matches is denied")  # fmt: skip
-            context = _Context(tcp=tcp, strict=action != "DENY", namespace=policy.namespace)
+            context = _Context(
+                tcp=tcp, strict=action != "DENY", namespace=policy.namespace, grpc=grpc
+            )
             try:
                 envoy = _rule(rule, context)
                 if context.dropped:
@@ -183,6 +191,12 @@ class _Context:
     strict: bool
     namespace: str  # the policy's: a bare service account name is one of its namespace
     dropped: list[str] = field(default_factory=list)  # HTTP-only conditions left out
+    grpc: bool = False  # a proxyless gRPC server evaluates the filter (gRFC A41)
+
+    def not_on_grpc(self, what: str, why: str) -> None:
+        """Raises for a proxyless gRPC server, which cannot evaluate `what`."""
+        if self.grpc:
+            raise Untranslatable(f"{what} {why} on a proxyless gRPC server")
 
     def service_account(self, value: str) -> dict[str, Any]:
         namespace, _, account = value.rpartition("/")
@@ -242,6 +256,8 @@ def _source(source: Source, context: _Context) -> dict[str, Any] | None:
         values = getattr(source, name)
         if not values or (http_only and context.http_only(f"from.source.{yaml_name}")):
             continue
+        if name.endswith("request_principals"):
+            context.not_on_grpc(f"from.source.{yaml_name}", _NO_JWT)
         negated = name.startswith("not_")
         part = _field(values, negated, matchers[name.removeprefix("not_")], "ids")
         if part is not None:
@@ -270,6 +286,11 @@ def _operation(operation: Operation, context: _Context) -> dict[str, Any] | None
 # --- conditions --------------------------------------------------------------------------------
 
 _CLAIM_PATH = re.compile(r"\[([^\[\]]+)\]")
+_NO_JWT = "needs a verified JWT, which cannot be checked"
+# gRFC A41: a `grpc-*` or `:scheme` header matcher is refused (the listener NACKed); hop-by-hop
+# headers never match. Either would change what a rule means, so such a rule is untranslatable.
+_GRPC_HIDDEN_HEADERS = frozenset({":scheme", "te", "connection", "keep-alive",
+                                  "proxy-connection", "transfer-encoding", "upgrade"})  # fmt: skip
 
 
 def _condition(
@@ -283,6 +304,8 @@ def _condition(
         "connection.sni": lambda v: {"requested_server_name": _string_match(v)},
     }  # fmt: skip
     if key in permission_keys:
+        if key == "connection.sni":
+            context.not_on_grpc(key, "cannot be matched (gRPC sees no SNI)")
         return _negatable(condition, permission_keys[key], "rules"), None
     principal_keys: dict[str, Callable[[str], dict[str, Any]]] = {
         "source.ip": lambda v: {"direct_remote_ip": _cidr(v)},
@@ -299,6 +322,8 @@ def _condition(
     }
     if key.startswith("request.headers["):
         name = key[len("request.headers[") : -1]
+        if name.lower().startswith("grpc-") or name.lower() in _GRPC_HIDDEN_HEADERS:
+            context.not_on_grpc(f"when key {key}", "cannot be matched (gRPC refuses or hides it)")
         http[key] = lambda v: {"header": {"name": name, "string_match": _string_match(v)}}
     elif key.startswith("request.auth.claims["):
         path = _CLAIM_PATH.findall(key[len("request.auth.claims") :])
@@ -306,6 +331,8 @@ def _condition(
     if key in http:
         if context.http_only(f"when key {key}"):
             return None, None
+        if key.startswith("request.auth."):
+            context.not_on_grpc(f"when key {key}", _NO_JWT)
         return None, _negatable(condition, http[key], "ids")
     raise Untranslatable(f"condition key {key!r} is not supported by sidemesh")
 

@@ -40,19 +40,15 @@ import yaml
 from sidemesh.api.config import ConfigError, MeshConfig, load_mesh_config
 from sidemesh.xds import convert
 from sidemesh.xds.builder import KINDS, SnapshotBuilder, build_snapshot
+from sidemesh.xds.mesh_reload import START_ONLY_FIELDS as START_ONLY_FIELDS
+from sidemesh.xds.mesh_reload import MeshReloader
+from sidemesh.xds.mesh_reload import start_only_alias as start_only_alias
 from sidemesh.xds.model import MeshSnapshot
 
 log = logging.getLogger("sidemesh.xds.registry_files")
 
 SUFFIXES = (".yaml", ".yml", ".json")
 POLL_SECONDS = 1.0
-# MeshConfig fields only a restart applies (read once by the injector and the CA).
-START_ONLY_FIELDS = ("trust_domain", "default_config", "enable_prometheus_merge")
-
-
-def start_only_alias(field: str) -> str:
-    """A MeshConfig field's name as users write it (`trustDomain`)."""
-    return MeshConfig.model_fields[field].alias or field
 
 
 class RegistryFileError(ValueError):
@@ -133,6 +129,7 @@ class FileRegistry:
         self.debounce = debounce
         self.poll = poll
         self.mesh_file = mesh_file  # `mesh` came from it; re-read when it changes
+        self._reloader = MeshReloader(self.mesh, logger=log)
 
     def _stamp(self) -> tuple[tuple[str, int, int], ...]:
         stamps = []
@@ -155,30 +152,15 @@ class FileRegistry:
 
     def reload_mesh(self, builder: SnapshotBuilder) -> None:
         """Hand a changed, valid MeshConfig file to the builder; keep the last good one
-        otherwise."""
+        otherwise (`mesh_reload`, shared with the Kubernetes registry)."""
         if self.mesh_file is None:
             return
         try:
             mesh = load_mesh_config(self.mesh_file)
         except ConfigError as exc:
-            log.error("mesh config not reloaded, the last good one stays: %s", exc)
+            self._reloader.refuse(str(exc))
             return
-        waiting = [
-            start_only_alias(name)
-            for name in START_ONLY_FIELDS
-            if getattr(mesh, name) != getattr(self.mesh, name)
-        ]
-        if waiting:
-            log.warning("mesh config: %s take effect when discovery restarts", ", ".join(waiting))
-        # Until then the proxies' configuration agrees with the CA and the injector.
-        live = mesh.model_copy(
-            update={name: getattr(self.mesh, name) for name in START_ONLY_FIELDS}
-        )
-        if live == builder.mesh:
-            return
-        log.info("mesh config reloaded from %s: outboundTrafficPolicy %s", self.mesh_file,
-                 live.outbound_traffic_policy.mode)  # fmt: skip
-        builder.replace_mesh(live)
+        self._reloader.offer(mesh, builder, source=str(self.mesh_file))
 
     async def run(self, publish: Callable[[MeshSnapshot], None]) -> None:
         builder = SnapshotBuilder(publish, mesh=self.mesh, debounce=self.debounce)

@@ -15,6 +15,11 @@ at any served version) are watched everywhere; the Secrets their servers name as
 `gateways.credentialNamespaces`, where the control plane's Role grants reading Secrets): a
 gateway elsewhere gets no credential, and the discovery says why. Of a Secret only the
 certificate fields are kept; tokens and other data never stay in memory.
+
+With `mesh_config_map` (the revision's `istio-<rev>` ConfigMap) the MeshConfig is followed
+live, as the file registry follows its mesh file (`mesh_reload_kube`, one reload rule for
+both): a valid change reaches every proxy, an invalid one is logged and the last good one
+kept, start-only fields wait for a restart.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from sidemesh.api.config import MeshConfig
 from sidemesh.api.text import untrusted
 from sidemesh.security.store import status_code
 from sidemesh.xds.builder import SnapshotBuilder
+from sidemesh.xds.mesh_reload import MeshReloader
+from sidemesh.xds.mesh_reload_kube import MeshConfigMap, follow_mesh_config_map
 from sidemesh.xds.model import MeshSnapshot
 
 log = logging.getLogger("sidemesh.xds.registry_kube")
@@ -145,6 +152,7 @@ class KubeRegistry:
         debounce: float = 0.1,
         kinds: Mapping[str, Any] | None = None,
         credential_namespaces: tuple[str, ...] | None = None,
+        mesh_config_map: MeshConfigMap | None = None,
     ) -> None:
         self.client = client
         self.mesh = mesh or MeshConfig()
@@ -153,6 +161,7 @@ class KubeRegistry:
         if credential_namespaces is None:
             credential_namespaces = credential_namespaces_from(os.environ)
         self.credential_namespaces = tuple(dict.fromkeys(credential_namespaces))
+        self.mesh_config_map = mesh_config_map  # None: `mesh` stays as given
 
     async def run(self, publish: Callable[[MeshSnapshot], None]) -> None:
         builder = SnapshotBuilder(publish, mesh=self.mesh, debounce=self.debounce)
@@ -161,6 +170,10 @@ class KubeRegistry:
             asyncio.create_task(self._follow(builder, kind, resource))
             for kind, resource in self.kinds.items()
         ]
+        if self.mesh_config_map is not None:
+            reloader = MeshReloader(self.mesh)
+            tasks.append(asyncio.create_task(follow_mesh_config_map(
+                self.client, builder, reloader, self.mesh_config_map)))  # fmt: skip
         if "Gateway" in self.kinds and self.credential_namespaces:
             from lightkube.resources.core_v1 import Secret
 

@@ -17,7 +17,9 @@ Istio's rules (pilot/pkg/model/sidecar.go, push_context.go):
   on that port, the one without a port the other ports (`sidecar_egress`), so a service may be
   seen on some of its ports only (`Scope.services` then carries just those);
 * the services the routes of the VirtualServices an egress listener imports send traffic to
-  are seen too, on that listener's port or the ports the routes name (`scoping_destinations`);
+  are seen too, on that listener's port or the ports the routes name (`scoping_destinations`),
+  but only as clusters: `Scope.listener_services`, which the outbound listeners are built
+  from, leaves out what only such a route makes visible;
 * exportTo: empty or `*` everywhere, `.` the object's own namespace, `~` nowhere, or names;
 * a DestinationRule with a workloadSelector applies only to selected workloads of its own
   namespace; lookup prefers the proxy's namespace, then the service's, then the root's.
@@ -136,7 +138,7 @@ def select_sidecar(
         [s for s in own if not selector(s)],
         [s for s in every if s.namespace == root and not selector(s)],
     ):
-        if level:  # sidecars are sorted by namespace/name: the first one wins
+        if level:  # sidecars come oldest first (`config_order`): the oldest one wins
             return level[0]
     return None
 
@@ -213,19 +215,21 @@ class Scope:
         """Whether this view sees `service` on at least one of its ports."""
         return self.visible_on(service) is not None
 
-    def visible_on(self, service: Service) -> Service | None:
+    def visible_on(self, service: Service, *, routed: bool = True) -> Service | None:
         """`service` as this view sees it: None when not at all, else with only the ports some
-        egress listener lets it see (the same object when every port is seen)."""
+        egress listener lets it see (the same object when every port is seen). `routed`:
+        count the ports seen only as an imported VirtualService's destination."""
         namespace = self.view.namespace
         if not exported(service.export_to, service.namespace, namespace):
             return None
         plan = self.egress
         if plan is None:
             return service
-        routed = self._routed_ports.get((service.namespace, service.hostname), frozenset())
+        routed_ports = self._routed_ports if routed else {}
+        routed_here = routed_ports.get((service.namespace, service.hostname), frozenset())
         ports = tuple(
             p for p in service.ports
-            if p.port in routed
+            if p.port in routed_here
             or any(_egress_host_matches(h, service, namespace) for h in plan.hosts_for(p.port))
         )  # fmt: skip
         if not ports:
@@ -269,6 +273,18 @@ class Scope:
         if self.view == GLOBAL_VIEW:
             return tuple(everything)
         seen = (self.visible_on(s) for s in everything)
+        return tuple(s for s in seen if s is not None)
+
+    @cached_property
+    def listener_services(self) -> tuple[Service, ...]:
+        """The services that get this view's outbound listeners (VIP:port listeners, wildcard
+        listener hosts), sorted, each with the ports an egress listener's hosts import. A
+        service seen only as the destination of an imported VirtualService's route
+        (`scoping_destinations`) is in `services` (a cluster, endpoints) but not here: it is
+        reached through that VirtualService, as in Istio, not called directly by address."""
+        if not self._routed_ports:
+            return self.services
+        seen = (self.visible_on(s, routed=False) for s in sorted(self.snapshot.services))
         return tuple(s for s in seen if s is not None)
 
     @cached_property

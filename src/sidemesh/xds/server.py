@@ -102,8 +102,12 @@ class ControlPlaneServer:
         self.config = config
         self.xds_metrics = XdsMetrics()
         self.ca_metrics = CaMetrics()
-        self.ads = AdsServer(snapshot or MeshSnapshot(version=0), instance_id=config.instance_id,
-                             metrics=self.xds_metrics)  # fmt: skip
+        self.ads = AdsServer(
+            snapshot or MeshSnapshot(version=0),
+            instance_id=config.instance_id,
+            metrics=self.xds_metrics,
+            wait_for_first_snapshot=snapshot is None and registry is not None,
+        )
         self.ca = ca
         self.certificates = (
             CertificateService(ca=ca, authenticator=authenticator, metrics=self.ca_metrics)
@@ -115,7 +119,8 @@ class ControlPlaneServer:
         self.front: TlsFront | None = None
         # /debug/* answers loopback, or a token this authenticator accepts (monitoring.py).
         self.monitoring = MonitoringServer(
-            metrics=self.render_metrics, syncz=self.ads.status, authenticator=authenticator
+            metrics=self.render_metrics, syncz=self.ads.status, authenticator=authenticator,
+            ready=self.ads.initialized.is_set,
         )
         self._servers: list[aio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []

@@ -54,7 +54,7 @@ def bound_egress_listeners(scope: Scope, telemetry: SidePlan = NO_PLAN) -> Bound
             reasons.append(f"listener {name} is already a service's listener; the Sidecar's "
                            "listener there is left out")  # fmt: skip
             continue
-        services = [s for s in scope.services if s.port(bound.port) is not None]
+        services = [s for s in scope.listener_services if s.port(bound.port) is not None]
         if is_http(bound.protocol):
             chain = _http_chain(scope, bound, services, telemetry)
         elif len(services) == 1:

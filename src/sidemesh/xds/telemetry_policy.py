@@ -1,11 +1,15 @@
 """Which access logs, tracing and metrics one workload gets (pure): MeshConfig's telemetry
 settings and the Telemetry resources that apply to it, composed as Istio composes them.
 
-Precedence, per section (`accessLogging`, `tracing`, `metrics`): a Telemetry with a selector
+Precedence, per section (`accessLogging`, `tracing`): a Telemetry with a selector
 matching the workload (in its namespace) > its namespace's Telemetry without selector > the
 root namespace's without selector (mesh-wide) > MeshConfig (`accessLogFile`,
 `defaultProviders`). Within a level the oldest wins (here: the first by name). Each section
 splits by `match.mode` into the client side (outbound) and the server side (inbound).
+
+`metrics` is merged instead (`merge_metrics`, Istio's `mergeMetrics`): the overrides of the
+mesh, namespace and workload levels apply in that order, each on top of the ones before, per
+metric and side, so a workload can re-enable (`disabled: false`) what the mesh disabled.
 
 A provider the mesh does not define, or whose collector service the registry does not know,
 is left out with a reason: Envoy would refuse the whole listener for a missing cluster.
@@ -174,27 +178,59 @@ def _custom_tags(tags: Mapping[str, object]) -> list[tuple[str, str, str, str]]:
     return found
 
 
-def _metrics(
-    spec: Telemetry | None, side: Side
+def merge_metrics(
+    specs: Sequence[Telemetry], side: Side
 ) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
-    if spec is None:
-        return frozenset(), ()
-    disabled: set[str] = set()
-    removed: list[tuple[str, str]] = []
-    for metrics in spec.metrics:
-        for override in metrics.overrides:
-            match = override.match
-            if match is not None and not _applies(side, match.mode):
-                continue
-            metric = match.metric if match is not None and match.metric else ALL_METRICS
-            families = ([f for names in METRICS.values() for f in names]
-                        if metric == ALL_METRICS else list(METRICS[metric]))  # fmt: skip
-            if override.disabled:
-                disabled.update(families)
-            for tag, change in override.tag_overrides.items():
-                if change.operation == "REMOVE":
-                    removed += [(family, tag) for family in families]
-    return frozenset(disabled), tuple(sorted(set(removed)))
+    """Istio's `mergeMetrics` for one side: (disabled Prometheus families, removed tags).
+
+    `specs` go from the least specific level to the most specific; their overrides apply in
+    order, each on top of the ones before, keyed by (metric, side):
+
+    * `disabled` set (true or false) replaces what earlier overrides said of that metric;
+      unset leaves it; a tag override replaces the earlier one of the same tag;
+    * `ALL_METRICS` with `disabled: true` turns every metric off *without* recording it per
+      metric, and any later override that applies to the side turns them back on (Istio:
+      "root namespace disables all, but then enables them by namespace scoped"), keeping the
+      per-metric state that was there before. An override without `match.metric` is not
+      `ALL_METRICS` in that sense: it disables each metric, as Istio does.
+
+    Istio drops the whole provider for an ALL_METRICS disable whatever its `mode`; here the
+    mode is honoured (a client-only disable leaves the server side's metrics on)."""
+    disabled: dict[str, bool] = {}  # Istio metric name → its last `disabled`
+    tags: dict[str, dict[str, str]] = {}  # Istio metric name → tag → last operation
+    all_off = False
+    for spec in specs:
+        for metrics in spec.metrics:
+            for override in metrics.overrides:
+                match = override.match
+                if match is not None and not _applies(side, match.mode):
+                    continue
+                metric = match.metric if match is not None and match.metric else None
+                if metric == ALL_METRICS and override.disabled:
+                    all_off = True
+                    continue
+                all_off = False
+                for name in list(METRICS) if metric in (None, ALL_METRICS) else [metric]:
+                    if override.disabled is not None:
+                        disabled[name] = override.disabled
+                    for tag, change in override.tag_overrides.items():
+                        tags.setdefault(name, {})[tag] = change.operation
+    off = set(METRICS) if all_off else {name for name, value in disabled.items() if value}
+    families = frozenset(family for name in off for family in METRICS[name])
+    removed = {(family, tag) for name, changes in tags.items()
+               for tag, operation in changes.items() if operation == "REMOVE"
+               for family in METRICS[name]}  # fmt: skip
+    return families, tuple(sorted(removed))
+
+
+def _metrics_levels(levels: list[list[Resource[Telemetry]]]) -> list[Telemetry]:
+    """Per level (mesh, namespace, workload) the first Telemetry with a `metrics` section."""
+    found = []
+    for level in levels:
+        spec = next((r.spec for r in level if r.spec.metrics), None)
+        if spec is not None:
+            found.append(spec)
+    return found
 
 
 def telemetry_policy(
@@ -204,13 +240,13 @@ def telemetry_policy(
     mesh = snapshot.mesh_telemetry
     levels = _levels(snapshot.telemetries, root_namespace=snapshot.root_namespace,
                      namespace=namespace, labels=labels)  # fmt: skip
-    metrics = _most_specific(levels, "metrics")
+    metrics = _metrics_levels(levels)
     skipped: list[str] = []
     sides = {}
     for side in ("CLIENT", "SERVER"):
         logging = _most_specific(levels, "access_logging", side)
         tracing = _most_specific(levels, "tracing", side)
-        disabled, removed = _metrics(metrics, side)
+        disabled, removed = merge_metrics(metrics, side)
         sides[side] = SidePlan(
             access_logs=_access_logs(mesh, logging, side, skipped),
             tracing=_tracing(snapshot, mesh, tracing, side, skipped),

@@ -52,10 +52,12 @@ WildcardHost = tuple[Service, str, bool]  # service, its routes' memo key, TLS (
 
 def wildcard_hosts(scope: Scope) -> dict[int, list[WildcardHost]]:
     """Port → the ServiceEntry hosts without an address a view sees: they are reached by name
-    (Host header, or SNI on a TLS port) on the port's wildcard listener `0.0.0.0_<port>`."""
+    (Host header, or SNI on a TLS port) on the port's wildcard listener `0.0.0.0_<port>`.
+    Only hosts the view's egress hosts import (`Scope.listener_services`): one seen only as a
+    VirtualService's destination is reached through that VirtualService, by its cluster."""
     tls = service_entries.tls_ports(scope.snapshot.service_entries)
     found: dict[int, list[WildcardHost]] = {}
-    for service in scope.services:
+    for service in scope.listener_services:
         if service.vip or not service.host:
             continue  # VIP services have listeners of their own; headless ones none
         for service_port in service.ports:
