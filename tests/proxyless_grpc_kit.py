@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from cryptography import x509
 from grpc import aio
 
+from proxyless_grpc_server import who_answer
 from sidemesh.xds.ads import AdsServer
 from sidemesh.xds.model import MeshSnapshot
 
@@ -35,13 +35,7 @@ def who_handler(name: str) -> grpc.GenericRpcHandler:
     mTLS also the SPIFFE identity the caller's certificate proved (`name caller-uri`)."""
 
     async def answer(request: bytes, context: Any) -> bytes:
-        pem = (context.auth_context() or {}).get("x509_pem_cert")
-        if not pem:
-            return name.encode()
-        certificate = x509.load_pem_x509_certificate(pem[0])
-        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
-        return f"{name} {' '.join(uris)}".encode()
+        return who_answer(name, context)
 
     method = grpc.unary_unary_rpc_method_handler(answer)
     return grpc.method_handlers_generic_handler(SERVICE, {"Am": method})

@@ -16,17 +16,22 @@ import grpc
 from cryptography import x509
 
 
+def who_answer(name: str, context: Any) -> bytes:
+    """`name`, and over mTLS also the SPIFFE identity the caller's certificate proved."""
+    pem = (context.auth_context() or {}).get("x509_pem_cert")
+    if not pem:
+        return name.encode()
+    certificate = x509.load_pem_x509_certificate(pem[0])
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return f"{name} {' '.join(uris)}".encode()
+
+
 def main() -> int:
     name, port = sys.argv[1], int(sys.argv[2])
 
     def answer(request: bytes, context: Any) -> bytes:
-        pem = (context.auth_context() or {}).get("x509_pem_cert")
-        if not pem:
-            return name.encode()
-        certificate = x509.load_pem_x509_certificate(pem[0])
-        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
-        return f"{name} {' '.join(uris)}".encode()
+        return who_answer(name, context)
 
     handler = grpc.method_handlers_generic_handler(
         "sidemesh.test.Who", {"Am": grpc.unary_unary_rpc_method_handler(answer)}

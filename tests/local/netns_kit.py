@@ -171,6 +171,17 @@ def served_directory(directory: Path) -> Path:
 
 
 @contextmanager
+def fresh_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
+    """A runtime with nothing applied yet; `down` afterwards, no network namespace left."""
+    runtime = Local(tmp_path_factory.mktemp("sm") / "state")
+    try:
+        yield runtime
+    finally:
+        runtime.run("down", check=False)
+        assert runtime.our_netns() == []
+
+
+@contextmanager
 def running_app(tmp_path_factory: pytest.TempPathFactory, namespace: str) -> Iterator[Local]:
     """A runtime with `manifest(namespace)` applied; `down` afterwards, checked."""
     existed = {p: Path(p).exists() for p in HOST_MOUNT_POINTS}

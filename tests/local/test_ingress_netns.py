@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns_kit import Local, needs_root, owned, ready
+from netns_kit import Local, fresh_runtime, needs_root, owned, ready
 
 import http_requests
 from sidemesh.local.node_ports import free_node_port
@@ -100,12 +100,8 @@ def get(port: int, host: str, path: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
-    runtime = Local(tmp_path_factory.mktemp("sm") / "state")
-    try:
+    with fresh_runtime(tmp_path_factory) as runtime:
         yield runtime
-    finally:
-        runtime.run("down", check=False)
-        assert runtime.our_netns() == []
 
 
 def test_a_request_from_the_host_enters_through_the_ingress_gateway(

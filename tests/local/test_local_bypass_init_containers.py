@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns_kit import PYTHON, Local, needs_root, served_directory
+from netns_kit import PYTHON, Local, fresh_runtime, needs_root, served_directory
 
 pytestmark = needs_root
 
@@ -29,13 +29,9 @@ MESH_DIR = "/etc/sidemesh-test-mesh"
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
-    runtime = Local(tmp_path_factory.mktemp("sm") / "state")
-    try:
+    with fresh_runtime(tmp_path_factory) as runtime:
         yield runtime
-    finally:
-        runtime.run("down", check=False)
-        assert runtime.our_netns() == []
-        assert not Path(MESH_DIR).exists()  # a mount point inside pods only
+    assert not Path(MESH_DIR).exists()  # a mount point inside pods only
 
 
 def _apply(local: Local, tmp: Path, objects: list[dict[str, Any]]) -> str:

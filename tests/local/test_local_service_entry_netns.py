@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from netns_kit import PYTHON, Local, needs_root, served_directory
+from netns_kit import PYTHON, Local, fresh_runtime, needs_root, served_directory
 
 pytestmark = needs_root
 
@@ -44,12 +44,8 @@ print(json.dumps(statuses))
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
-    runtime = Local(tmp_path_factory.mktemp("sm") / "state")
-    try:
+    with fresh_runtime(tmp_path_factory) as runtime:
         yield runtime
-    finally:
-        runtime.run("down", check=False)
-        assert runtime.our_netns() == []
 
 
 def _apply(local: Local, tmp: Path, objects: list[dict[str, Any]]) -> str:

@@ -25,24 +25,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from netns_kit import PYTHON, SIDEMESH, Local, needs_root, owned, served_directory
-
-from sidemesh.local.controlplane import ControlPlaneOptions
-from sidemesh.local.runtime import Runtime
+from netns_kit import PYTHON, Local, needs_root, owned
+from upgrade_kit import container_status, exec_command, two_revisions, upgrade_sidecars
 
 pytestmark = needs_root
 
 NAMESPACE = "trade"
-UPGRADE = [sys.executable, "-c", "from sidemesh.cli.main import main; main()", "upgrade-sidecars"]
 # GET http://web every 50 ms until the stop file appears; print "answered failed slowest",
 # and each failure on stderr.
 CLIENT_LOOP = """
@@ -63,71 +57,17 @@ print(ok, failed, round(slowest, 2))
 """
 
 
-def manifest(served: Path) -> list[dict[str, Any]]:
-    def deployment(name: str, replicas: int, command: list[str], port: int | None) -> Any:
-        container: dict[str, Any] = {"name": name, "image": "python:3.11", "command": command}
-        if port is not None:
-            container["ports"] = [{"name": "http", "containerPort": port}]
-            container["readinessProbe"] = {"httpGet": {"path": "/", "port": "http"},
-                                           "periodSeconds": 1}  # fmt: skip
-        return {
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {
-                "replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                # the grace covers the proxy's drain (terminationDrainDuration 5 s) and quiesce
-                "template": {"metadata": {"labels": {"app": name}},
-                             "spec": {"terminationGracePeriodSeconds": 10,
-                                      "containers": [container]}},
-            },
-        }  # fmt: skip
-
-    return [
-        {"apiVersion": "v1", "kind": "Namespace",
-         "metadata": {"name": NAMESPACE, "labels": {"istio.io/rev": "1-0"}}},
-        {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-         "metadata": {"name": "default", "namespace": NAMESPACE},
-         "spec": {"mtls": {"mode": "STRICT"}}},
-        deployment("web", 2, [PYTHON, "-m", "http.server", "8080", "--directory", str(served)],
-                   8080),
-        deployment("client", 1, [PYTHON, "-c", "import time; time.sleep(3600)"], None),
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": NAMESPACE},
-         "spec": {"selector": {"app": "web"},
-                  "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
-    ]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
-    served = served_directory(tmp_path_factory.mktemp("www"))
-    local = Local(tmp_path_factory.mktemp("sm") / "state")
-    # readable by the control plane's uid 1337 (pytest's own temporary tree is not)
-    values_dir = Path(tempfile.mkdtemp(prefix="sidemesh-traffic-"))
-    values_dir.chmod(0o755)
-    values = values_dir / "values.yaml"
-    values.write_text('{"global": {"tag": "1.1-traffic"}}\n')
-    values.chmod(0o644)
-    try:
-        local.run("control-plane", "start", "--revision", "1-0", "--timeout", "90")
-        runtime = Runtime(local.state_dir)
-        options = ControlPlaneOptions(revision="1-1", extra_args=("--values", str(values)))
-        runtime.start_control_plane(options)
-        runtime.wake()
-        assert runtime.wait_control_plane_ready(options, 90), local.daemon_log()
-        path = tmp_path_factory.mktemp("manifests") / "app.yaml"
-        path.write_text("\n---\n".join(json.dumps(d) for d in manifest(served)))
-        local.run("apply", "-f", str(path))
+    # the grace covers the proxy's drain (terminationDrainDuration 5 s) and quiesce
+    with two_revisions(
+        tmp_path_factory, namespace=NAMESPACE, tag="1.1-traffic", web_replicas=2, grace_seconds=10
+    ) as local:
         yield local
-    finally:
-        local.run("down", check=False)
-        shutil.rmtree(values_dir, ignore_errors=True)
-        assert local.our_netns() == []
 
 
 def _proxy(pod: dict[str, Any]) -> dict[str, Any]:
-    status = pod["status"]
-    statuses = status.get("containerStatuses", []) + status.get("initContainerStatuses", [])
-    return next(s for s in statuses if s["name"] == "istio-proxy")
+    return container_status(pod, "istio-proxy")
 
 
 def _ready(pod: dict[str, Any]) -> bool:
@@ -142,18 +82,14 @@ def test_no_request_fails_while_every_sidecar_is_upgraded_in_place(local: Local)
     local.wait("two web pods and the client ready with 1-0 sidecars", all_ready)
     client = owned(local.pods(NAMESPACE, "app=client"))[0]["metadata"]["name"]
     stop = f"/tmp/sidemesh-traffic-stop-{os.getpid()}"
+    script = CLIENT_LOOP.format(stop=stop)
     loop = subprocess.Popen(
-        [*SIDEMESH, "--state-dir", str(local.state_dir), "exec", client, "-n", NAMESPACE,
-         "-c", "client", "--", PYTHON, "-c", CLIENT_LOOP.format(stop=stop)],
+        exec_command(local, NAMESPACE, client, "client", PYTHON, "-c", script),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         local.run("label", "namespace", NAMESPACE, "istio.io/rev=1-1", "--overwrite")
-        done = subprocess.run(
-            [*UPGRADE, "--local", "--state-dir", str(local.state_dir), "-n", NAMESPACE,
-             "-o", "json"],
-            capture_output=True, text=True,
-        )  # fmt: skip
+        done = upgrade_sidecars(local, NAMESPACE, "-o", "json")
         assert done.returncode == 0, done.stdout + done.stderr
         outcomes = sorted((r["workload"], r["outcome"]) for r in json.loads(done.stdout))
         assert outcomes == [("Deployment/client", "patched")] + [("Deployment/web", "patched")] * 2
@@ -170,10 +106,10 @@ def test_no_request_fails_while_every_sidecar_is_upgraded_in_place(local: Local)
         local.wait("every istio-proxy restarted with the 1-1 image, pods ready", upgraded)
     finally:
         subprocess.run(
-            [*SIDEMESH, "--state-dir", str(local.state_dir), "exec", client, "-n", NAMESPACE,
-             "-c", "client", "--", "touch", stop],
-            capture_output=True, timeout=60,
-        )  # fmt: skip
+            exec_command(local, NAMESPACE, client, "client", "touch", stop),
+            capture_output=True,
+            timeout=60,
+        )
         out, err = loop.communicate(timeout=90)
         Path(stop).unlink(missing_ok=True)
     answered, failed, slowest = out.split()

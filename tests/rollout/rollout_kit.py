@@ -19,6 +19,10 @@ from sidemesh.inject.engine import Injector
 from sidemesh.inject.settings import InjectorSettings
 from sidemesh.install import manifests, workload
 from sidemesh.install.values import InstallValues
+from sidemesh.rollout.restarter import RestartSettings
+
+# The restarter without its production pauses: poll often, wait long enough for a slow host.
+FAST = RestartSettings(poll_seconds=0.01, eviction_timeout=30, healthy_timeout=30)
 
 _PLURALS = {
     "ConfigMap": "v1/configmaps",

@@ -8,6 +8,7 @@ from typing import Any
 
 import kubernetes_validate
 from rollout_kit import (
+    FAST,
     add_deployment,
     add_namespace,
     add_pod,
@@ -23,8 +24,6 @@ from rollout_kit import (
 from sidemesh.rollout.metrics import IN_PLACE, RESTARTS, RestarterMetrics
 from sidemesh.rollout.plan import sidecar_revision
 from sidemesh.rollout.restarter import Restarter, RestartSettings
-
-FAST = RestartSettings(poll_seconds=0.01, eviction_timeout=30, healthy_timeout=30)
 
 
 def _kubelet_restarts_patched_proxies(api: Any, namespace: str) -> None:

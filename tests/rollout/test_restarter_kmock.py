@@ -9,6 +9,7 @@ import itertools
 from typing import Any
 
 from rollout_kit import (
+    FAST,
     add_budget,
     add_deployment,
     add_namespace,
@@ -25,8 +26,6 @@ from rollout_kit import (
 from sidemesh.rollout.metrics import RestarterMetrics
 from sidemesh.rollout.plan import sidecar_revision
 from sidemesh.rollout.restarter import Restarter, RestartSettings
-
-FAST = RestartSettings(poll_seconds=0.01, eviction_timeout=30, healthy_timeout=30)
 
 
 async def test_budget_makes_it_wait_then_it_proceeds() -> None:

@@ -299,14 +299,14 @@ class MeshKit:
 
     def write_registry(self) -> None:
         self.registry_dir.mkdir(exist_ok=True)
-        _write_yaml(self.registry_dir / "workloads.yaml", self.registry_objects())
+        write_yaml(self.registry_dir / "workloads.yaml", self.registry_objects())
 
     def set_peer_authentication(self, mode: str) -> None:
         """A namespace-wide PeerAuthentication (the file registry notices within ~1 s)."""
         policy = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
                   "metadata": {"name": "default", "namespace": NAMESPACE},
                   "spec": {"mtls": {"mode": mode}}}  # fmt: skip
-        _write_yaml(self.registry_dir / "peer-authentication.yaml", [policy])
+        write_yaml(self.registry_dir / "peer-authentication.yaml", [policy])
 
     # the control plane
 
@@ -346,7 +346,7 @@ class MeshKit:
         return "\n".join(f"--- {p.name} ---\n{p.output(3000)}" for p in self.processes)
 
 
-def _write_yaml(path: Path, documents: Iterable[Any]) -> None:
+def write_yaml(path: Path, documents: Iterable[Any]) -> None:
     temporary = path.with_name(f".{path.name}.tmp")  # hidden, and not *.yaml: never half-read
     temporary.write_text(yaml.safe_dump_all(list(documents), sort_keys=False))
     os.replace(temporary, path)

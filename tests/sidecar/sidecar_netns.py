@@ -238,3 +238,13 @@ def uids(pid: int) -> tuple[int, ...]:
         if line.startswith("Uid:"):
             return tuple(int(value) for value in line.split()[1:])
     return ()
+
+
+def tcp_exchange(host: str, port: int, request: bytes) -> bytes:
+    """Send `request` on a new connection; everything received until the peer closes."""
+    with socket.create_connection((host, port), timeout=10) as connection:
+        connection.sendall(request)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received

@@ -5,11 +5,11 @@ as the source: the peer metadata crossed the mesh hop over mTLS."""
 
 from __future__ import annotations
 
-from mesh_kit import BACKEND, MeshKit, self_signed_certificate
+from gateway_kit import request, start_gateway_and_backend
+from mesh_kit import BACKEND, MeshKit
 from sidecar_kubelet import NAMESPACE
 from sidecar_netns import http_request, wait_until
 from sidecar_pod import READY_TIMEOUT, Pod
-from test_sidecar_gateway import INGRESS, SECURE_HOST, _write, gateway_pod, mesh_config, request
 
 from sidemesh.agent.telemetry import samples
 from sidemesh.api import names
@@ -23,25 +23,7 @@ def _series(pod: Pod, **labels: str) -> list[tuple[dict[str, str], float]]:
 
 
 def test_a_gateway_reports_its_requests_as_the_source(kit: MeshKit) -> None:
-    kit.add_service(BACKEND)
-    kit.add_service(INGRESS)
-    backend = kit.add_pod("backend-0", app="backend", service_account="backend")
-    gateway = kit.add_pod("ingress-0", app="istio-ingressgateway",
-                          service_account="istio-ingressgateway",
-                          manifest=gateway_pod())  # fmt: skip
-    certificates = kit.workdir / "secure"
-    certificates.mkdir()
-    cert_file, key_file = self_signed_certificate(certificates, SECURE_HOST)
-    kit.registry_dir.mkdir(exist_ok=True)
-    _write(kit.registry_dir / "gateway.yaml",
-           mesh_config(cert_file.read_bytes(), key_file.read_bytes()))  # fmt: skip
-    kit.start_control_plane()
-    backend.apply_capture()
-    backend.start_app()
-    backend.start_agent()
-    gateway.start_agent()
-    backend.wait_ready()
-    gateway.wait_ready()
+    backend, gateway, _ = start_gateway_and_backend(kit)
 
     def routed() -> bool:
         return request(kit.node, gateway.ip, 8080, "hello.example.com", "/counted").status == 200

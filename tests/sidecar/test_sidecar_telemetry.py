@@ -10,14 +10,13 @@ shares (path-specific faults, the TCP port), so the scenarios share one mesh."""
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 import yaml
 from mesh_kit import BACKEND, MeshKit, backend_url, missing_requirement, start_pods
-from sidecar_netns import http_request, in_netns, wait_until
+from sidecar_netns import http_request, in_netns, tcp_exchange, wait_until
 from sidecar_pod import Pod
 
 from sidemesh.agent.telemetry import request_totals, samples
@@ -161,20 +160,11 @@ def test_fault_shows_its_code_and_response_flags(kit: MeshKit) -> None:
                    destination_service=BACKEND.hostname)  # fmt: skip
 
 
-def _tcp_exchange(host: str, port: int, request: bytes) -> bytes:
-    with socket.create_connection((host, port), timeout=10) as connection:
-        connection.sendall(request)
-        received = b""
-        while chunk := connection.recv(65536):
-            received += chunk
-    return received
-
-
 def test_tcp_byte_and_connection_counters_match_the_bytes_sent(kit: MeshKit) -> None:
     client, backend = kit.pods["client"], kit.pods["backend"]
     # The backend app speaks HTTP on its TCP port too; the sidecars see opaque bytes.
     request = b"GET /tcp-bytes HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n"
-    reply = in_netns(client.netns, lambda: _tcp_exchange(BACKEND.vip, 9000, request))
+    reply = in_netns(client.netns, lambda: tcp_exchange(BACKEND.vip, 9000, request))
     assert reply.startswith(b"HTTP/1.1 200")
     tcp = {"request_protocol": "tcp", "destination_service": BACKEND.hostname,
            "connection_security_policy": "mutual_tls"}  # fmt: skip
@@ -201,7 +191,7 @@ def test_peer_headers_never_reach_the_app(kit: MeshKit) -> None:
 
     def raw_get() -> bytes:
         request = b"GET /headers HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n"
-        return _tcp_exchange(BACKEND.vip, 80, request)
+        return tcp_exchange(BACKEND.vip, 80, request)
 
     reply = in_netns(client.netns, raw_get)
     head = reply.split(b"\r\n\r\n", 1)[0].lower()

@@ -7,14 +7,25 @@ then follow the `tcp` rules; generated, and carried by a real Envoy gateway."""
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from pathlib import Path
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
+from gateway_tcp_kit import (
+    DATABASE,
+    SECURE,
+    backend_objects,
+    checked_snapshot,
+    database_backend,
+    gateway_serving,
+    routes,
+    tls_backend,
+    tls_exchange,
+    to,
+)
 from test_envoy_acks import ca  # noqa: F401  (the fixture)
-from test_gateway_envoy_acks import gateway_envoy, synced
+from test_gateway_envoy_acks import gateway_envoy
 from test_gateway_listeners import (
     GATEWAY,
     _pem_pair,
@@ -24,20 +35,14 @@ from test_gateway_listeners import (
     server,
     snapshot,
 )
-from test_gateway_passthrough import DATABASE, _backend_objects, _tls_backend, routes, to
 from xds_testkit import eventually, free_port
 
-from sidemesh.api.config import MeshConfig
 from sidemesh.security.ca import CertificateAuthority
-from sidemesh.xds.builder import build_snapshot
 from sidemesh.xds.cache import ResourceCache
-from sidemesh.xds.convert import object_key
 from sidemesh.xds.gateway_auto_passthrough import sni_dnat_cluster, sni_dnat_name
 from sidemesh.xds.resource_names import TYPE_CLUSTER
 
 WEB = "web.shop.svc.cluster.local"  # test_gateway_listeners.cluster_objects' backend
-SECURE = "secure.shop.svc.cluster.local"
-IO_TIMEOUT = 10.0  # one exchange through the gateway; a stuck one counts as not yet routed
 SUBSETS = {
     "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
     "metadata": {"name": "web", "namespace": "shop"},
@@ -134,58 +139,27 @@ def test_a_terminating_tls_server_without_a_tcp_rule_opens_nothing() -> None:
 # --- a real Envoy gateway -----------------------------------------------------------------------
 
 
-async def _exchange(
-    port: int, sni: str, trust_pem: str, *, verify_name: bool
-) -> tuple[bytes, bytes] | None:
-    """A TLS connection to the gateway with SNI `sni`: the peer's certificate (DER) and the
-    answer to one line; None while the connection is refused or closed."""
-    context = ssl.create_default_context(cadata=trust_pem)
-    context.check_hostname = verify_name
-
-    async def exchange() -> tuple[bytes, bytes]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
-                                                       server_hostname=sni)  # fmt: skip
-        try:
-            peer = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-            writer.write(b"hello\n")
-            await writer.drain()
-            return peer, await reader.readline()
-        finally:
-            writer.close()
-
-    try:
-        found = await asyncio.wait_for(exchange(), IO_TIMEOUT)
-    except (OSError, ssl.SSLError, TimeoutError):
-        return None
-    return found if found[1] else None
-
-
 async def test_envoy_routes_auto_passthrough_by_the_mesh_sni(
     ca: CertificateAuthority,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    async with _tls_backend(tmp_path, "secure.example.com") as (backend_port, der):
+    async with tls_backend(tmp_path, "secure.example.com") as (backend_port, der):
         every = [
-            *_backend_objects("secure", backend_port, "https"),
+            *backend_objects("secure", backend_port, "https"),
             {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
              "metadata": {"name": "secure", "namespace": "shop"},
              "spec": {"host": SECURE, "subsets": [{"name": "v1", "labels": {"app": "secure"}}]}},
             gateway("gw", [{**_auto(port, ["*.local"]), "bind": "127.0.0.1"}]),
         ]  # fmt: skip
-        errors: list[str] = []
-        snap = build_snapshot({object_key(o): o for o in every}, mesh=MeshConfig(), version=1,
-                              errors=errors)  # fmt: skip
-        assert errors == []
+        snap = checked_snapshot(every)
         trust = ssl.DER_cert_to_PEM_cert(der)
         async with gateway_envoy(ca, snap) as (control_plane, envoy):
-            await eventually(lambda: synced(control_plane, "cds", "eds", "lds"), timeout=30)
-            assert control_plane.xds_metrics.nacks == {}, control_plane.ads.status()
-            await eventually(lambda: envoy.stat_is("listener_manager.total_listeners_active", 1))
+            await gateway_serving(control_plane, envoy, 1)
             for subset in ("", "v1"):
                 sni = f"outbound_.443_.{subset}_.{SECURE}"
                 peer, answer = await eventually(
-                    lambda sni=sni: _exchange(port, sni, trust, verify_name=False), timeout=30
+                    lambda sni=sni: tls_exchange(port, sni, trust, verify_name=False), timeout=30
                 )
                 # The backend's own certificate: the gateway never terminated the TLS.
                 assert peer == der
@@ -193,48 +167,33 @@ async def test_envoy_routes_auto_passthrough_by_the_mesh_sni(
             # Names that are not an SNI-DNAT cluster the hosts cover find no chain, even when
             # they name a cluster the gateway has (the ORIGINAL_DST one).
             for sni in ("PassthroughCluster", f"outbound_.443_._.{SECURE}.evil", "secure.local"):
-                assert await _exchange(port, sni, trust, verify_name=False) is None
+                assert await tls_exchange(port, sni, trust, verify_name=False) is None
 
 
 async def test_envoy_terminates_tls_then_follows_the_tcp_rule(
     ca: CertificateAuthority,  # noqa: F811
 ) -> None:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"db: " + await reader.readline())
-        await writer.drain()
-        writer.close()
-
-    database = await asyncio.start_server(echo, "127.0.0.1", 0)
-    database_port = database.sockets[0].getsockname()[1]
-    certificate, key = _pem_pair("db.example.com")
-    port = free_port()
-    every = [
-        *_backend_objects("db", database_port, "tcp"),
-        gateway("gw", [{**server(port, "TLS", ["db.example.com"],
-                                 tls={"mode": "SIMPLE", "credentialName": "db"}),
-                        "bind": "127.0.0.1"}]),
-        secret("db", tls_crt=certificate, tls_key=key),
-        routes("db", ["db.example.com"], tcp=[to(DATABASE, 5432)]),
-    ]  # fmt: skip
-    errors: list[str] = []
-    snap = build_snapshot({object_key(o): o for o in every}, mesh=MeshConfig(), version=1,
-                          errors=errors)  # fmt: skip
-    assert errors == []
-    try:
+    async with database_backend() as database_port:
+        certificate, key = _pem_pair("db.example.com")
+        port = free_port()
+        every = [
+            *backend_objects("db", database_port, "tcp"),
+            gateway("gw", [{**server(port, "TLS", ["db.example.com"],
+                                     tls={"mode": "SIMPLE", "credentialName": "db"}),
+                            "bind": "127.0.0.1"}]),
+            secret("db", tls_crt=certificate, tls_key=key),
+            routes("db", ["db.example.com"], tcp=[to(DATABASE, 5432)]),
+        ]  # fmt: skip
+        snap = checked_snapshot(every)
         async with gateway_envoy(ca, snap) as (control_plane, envoy):
-            await eventually(lambda: synced(control_plane, "cds", "eds", "lds"), timeout=30)
-            assert control_plane.xds_metrics.nacks == {}, control_plane.ads.status()
-            await eventually(lambda: envoy.stat_is("listener_manager.total_listeners_active", 1))
+            await gateway_serving(control_plane, envoy, 1)
             peer, answer = await eventually(
-                lambda: _exchange(port, "db.example.com", certificate, verify_name=True),
+                lambda: tls_exchange(port, "db.example.com", certificate, verify_name=True),
                 timeout=30,
             )
             # The gateway's certificate from the Secret; the backend got the plain bytes.
             assert peer == ssl.PEM_cert_to_DER_cert(certificate)
             assert answer == b"db: hello\n"
-    finally:
-        database.close()
-        await database.wait_closed()
 
 
 def test_a_mutual_tls_server_requires_client_certificates_then_routes_tcp() -> None:

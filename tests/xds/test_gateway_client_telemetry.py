@@ -12,18 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gateway_tcp_kit import DATABASE, backend_objects, checked_snapshot, gateway_serving, routes, to
 from google.protobuf import json_format
 from test_envoy_acks import ca  # noqa: F401  (the fixture)
-from test_gateway_envoy_acks import gateway_envoy, synced
+from test_gateway_envoy_acks import gateway_envoy
 from test_gateway_listeners import cluster_objects, gateway, server, to_backend, virtual_service
-from test_gateway_passthrough import DATABASE, _backend_objects, routes, to
 from xds_testkit import eventually, free_port
 
 from sidemesh.api.config import MeshConfig
 from sidemesh.api.telemetry import peer
 from sidemesh.security.ca import CertificateAuthority
-from sidemesh.xds import convert
-from sidemesh.xds.builder import build_snapshot
 from sidemesh.xds.cache import ResourceCache
 from sidemesh.xds.gateway import gateway_listeners
 from sidemesh.xds.model import MeshSnapshot
@@ -51,10 +49,7 @@ def _mesh(log: str, *, tracing: bool = False) -> MeshConfig:
 
 def _snapshot(mesh: MeshConfig, *objects: dict[str, Any]) -> MeshSnapshot:
     every = [*cluster_objects(), OTEL, *objects]
-    errors: list[str] = []
-    snap = build_snapshot({convert.object_key(o): o for o in every}, mesh=mesh, version=1,
-                          errors=errors)  # fmt: skip
-    assert errors == []
+    snap = checked_snapshot(every, mesh=mesh)
     return snap
 
 
@@ -170,21 +165,16 @@ async def test_envoy_gateway_writes_access_logs_and_source_metrics(
     for variable, value in peer.envoy_environment(metadata).items():
         monkeypatch.setenv(variable, value)
     every = [
-        *_backend_objects("web", web_port, "http"),
+        *backend_objects("web", web_port, "http"),
         gateway("gw", [{**server(port, "HTTP", ["web.example.com"]), "bind": "127.0.0.1"}]),
         virtual_service("web", ["web.example.com"], ["gw"], [
             {"route": [{"destination": {"host": "web.shop.svc.cluster.local",
                                         "port": {"number": 5432}}}]}]),
     ]  # fmt: skip
-    errors: list[str] = []
-    snap = build_snapshot({convert.object_key(o): o for o in every}, mesh=_mesh(str(log)),
-                          version=1, errors=errors)  # fmt: skip
-    assert errors == []
+    snap = checked_snapshot(every, mesh=_mesh(str(log)))
     try:
         async with gateway_envoy(ca, snap) as (control_plane, envoy):
-            await eventually(lambda: synced(control_plane, "cds", "eds", "lds"), timeout=30)
-            assert control_plane.xds_metrics.nacks == {}, control_plane.ads.status()
-            await eventually(lambda: envoy.stat_is("listener_manager.total_listeners_active", 1))
+            await gateway_serving(control_plane, envoy, 1)
             answer = await eventually(lambda: _get(port, "web.example.com"), timeout=30)
             assert answer.endswith(b"ok")
 

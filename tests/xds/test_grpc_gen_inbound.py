@@ -6,37 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from grpc_server_kit import NAME, mesh, server
 from xds_testkit import to_dict
 
 from sidemesh.agent import grpc_bootstrap
-from sidemesh.api.config import MeshConfig
 from sidemesh.xds import grpc_gen, grpc_gen_inbound
-from sidemesh.xds.builder import build_snapshot
-from sidemesh.xds.convert import object_key
 from sidemesh.xds.grpc_gen_inbound import listen_address, server_listener
-from sidemesh.xds.model import MeshSnapshot
-from sidemesh.xds.proxy import ProxyInfo, parse_node
-
-NODE = "sidecar~10.0.0.21~who-0.demo~demo.svc.cluster.local"
-NAME = "xds.istio.io/grpc/lds/inbound/0.0.0.0:17070"
-
-
-def server(labels: dict[str, str]) -> ProxyInfo:
-    return parse_node(NODE, {"NAMESPACE": "demo", "GENERATOR": "grpc", "LABELS": labels})
-
-
-def mesh(*config: dict[str, Any]) -> MeshSnapshot:
-    objects = [
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "who", "namespace": "demo"},
-         "spec": {"clusterIP": "10.96.0.30", "selector": {"app": "who"},
-                  "ports": [{"name": "grpc", "port": 7070, "targetPort": 17070}]}},
-        {"apiVersion": "v1", "kind": "Pod",
-         "metadata": {"name": "who-0", "namespace": "demo", "labels": {"app": "who"}},
-         "spec": {"serviceAccountName": "who", "containers": [{"name": "app"}]},
-         "status": {"podIP": "10.0.0.21", "conditions": [{"type": "Ready", "status": "True"}]}},
-        *config,
-    ]  # fmt: skip
-    return build_snapshot({object_key(o): o for o in objects}, mesh=MeshConfig(), version=1)
+from sidemesh.xds.proxy import parse_node
 
 
 def peer_authentication(mode: str) -> dict[str, Any]:

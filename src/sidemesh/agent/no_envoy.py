@@ -26,17 +26,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from sidemesh.agent.certificate_setup import certificate_manager
 from sidemesh.agent.grpc_bootstrap import (
     CertificateFiles,
     GrpcBootstrapError,
     GrpcIdentity,
     grpc_bootstrap,
 )
-from sidemesh.agent.issuing import IssuerProcess, PendingAnswer
-from sidemesh.agent.issuing_protocol import CA_TIMEOUT
+from sidemesh.agent.issuing import PendingAnswer
 from sidemesh.agent.metrics import AgentMetrics, AppMetricsTarget, merge_metrics
 from sidemesh.agent.prober import Prober
-from sidemesh.agent.rotation import CertificateManager
 from sidemesh.agent.settings import AgentSettings
 from sidemesh.agent.status import AgentState, StatusApp, StatusServer
 from sidemesh.security.files import write_atomically
@@ -136,21 +135,8 @@ async def run_without_envoy(
     target = bootstrap_path(settings)
     control_plane = settings.control_plane
     metrics = AgentMetrics()
-    certificates = CertificateManager(
-        client=IssuerProcess(
-            address=control_plane.ca_address,
-            server_name=control_plane.server_name(control_plane.ca_address),
-            token_path=settings.paths.token,
-            cluster_id=settings.cluster_id,
-            timeout=CA_TIMEOUT,
-            pending=first_certificate,
-        ),
-        spiffe_id=settings.identity.spiffe_id,
-        root_cert=settings.paths.root_cert,
-        ttl=settings.cert_ttl,
-        renew_fraction=settings.renew_fraction,
-        metrics=metrics,
-        output_dir=files.directory,
+    certificates = certificate_manager(
+        settings, metrics=metrics, output_dir=files.directory, first_certificate=first_certificate
     )
     state = AgentState(has_certificate=lambda: certificates.current is not None)
     app = NoEnvoyStatusApp(

@@ -24,6 +24,7 @@ from typing import Final
 
 from sidemesh.agent import http
 from sidemesh.agent.bootstrap import loopback, render_bootstrap
+from sidemesh.agent.certificate_setup import certificate_manager
 from sidemesh.agent.envoy import (
     EnvoyExitedError,
     EnvoyNotFoundError,
@@ -31,11 +32,10 @@ from sidemesh.agent.envoy import (
     envoy_command,
     find_envoy_binary,
 )
-from sidemesh.agent.issuing import IssuerProcess, PendingAnswer
-from sidemesh.agent.issuing_protocol import CA_TIMEOUT
+from sidemesh.agent.issuing import PendingAnswer
 from sidemesh.agent.metrics import AgentMetrics
 from sidemesh.agent.prober import Prober
-from sidemesh.agent.rotation import CertificateManager, sleep_unless
+from sidemesh.agent.rotation import sleep_unless
 from sidemesh.agent.sds import SdsServer
 from sidemesh.agent.settings import AgentSettings
 from sidemesh.agent.status import AgentState, StatusApp, StatusServer
@@ -127,21 +127,11 @@ async def run_agent(
         "control plane %s (revision %s)",
         control_plane.discovery_address, settings.revision or "default",
     )  # fmt: skip
-    certificates = CertificateManager(
-        client=IssuerProcess(
-            address=control_plane.ca_address,
-            server_name=control_plane.server_name(control_plane.ca_address),
-            token_path=settings.paths.token,
-            cluster_id=settings.cluster_id,
-            timeout=CA_TIMEOUT,
-            pending=first_certificate,
-        ),
-        spiffe_id=settings.identity.spiffe_id,
-        root_cert=settings.paths.root_cert,
-        ttl=settings.cert_ttl,
-        renew_fraction=settings.renew_fraction,
+    certificates = certificate_manager(
+        settings,
         metrics=metrics,
         output_dir=settings.paths.output_certs,
+        first_certificate=first_certificate,
     )
     state = AgentState(has_certificate=lambda: certificates.current is not None)
     admin = (loopback(settings), settings.ports.admin)

@@ -96,9 +96,7 @@ class ExtensionProvider(_Model):
     name: str = Field(min_length=1)
     zipkin: ZipkinProvider | None = None
     opentelemetry: OpenTelemetryProvider | None = None
-    envoy_file_access_log: FileAccessLogProvider | None = Field(
-        None, alias="envoyFileAccessLog"
-    )
+    envoy_file_access_log: FileAccessLogProvider | None = Field(None, alias="envoyFileAccessLog")
     prometheus: dict[str, Any] | None = None
 
 
@@ -255,6 +253,18 @@ def load_injector_config(path: Path | None) -> InjectorConfig:
     if path is None:
         return InjectorConfig()
     return _validated(InjectorConfig, load_yaml_file(path), str(path))
+
+
+def parse_mesh_config(text: str, source: str) -> MeshConfig:
+    """A MeshConfig from YAML text (a ConfigMap's `mesh` key); `ConfigError` names `source`
+    and the problem. Empty text is the default MeshConfig, as an empty file is."""
+    try:
+        data = yaml.load(text, Loader=yaml.CSafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    return _validated(MeshConfig, data, source)
 
 
 def parse_model(model: type[M], data: Any, source: str) -> M:

@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
-import yaml
 
 from sidemesh.api import names
-from sidemesh.api.config import ConfigError, MeshConfig, parse_model
+from sidemesh.api.config import ConfigError, parse_mesh_config
 from sidemesh.install.naming import mesh_configmap_name
 from sidemesh.xds.registry_files import START_ONLY_FIELDS, start_only_alias
 
@@ -61,18 +60,6 @@ def is_mesh_configmap(manifest: Mapping[str, Any]) -> bool:
     )
 
 
-def parse_mesh(text: str, source: str) -> MeshConfig:
-    """The MeshConfig in `text` (empty: Istio's defaults); ConfigError naming `source` and the
-    field otherwise."""
-    try:
-        data = yaml.load(text, Loader=yaml.CSafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
-    return parse_model(MeshConfig, data, source)
-
-
 def mesh_problem(manifest: Mapping[str, Any]) -> str | None:
     """Why a mesh ConfigMap cannot be used, in words naming the key and field; None: valid."""
     metadata = manifest.get("metadata") or {}
@@ -80,7 +67,7 @@ def mesh_problem(manifest: Mapping[str, Any]) -> str | None:
     if not isinstance(text, str):
         return f"data.{MESH_KEY}: must be a string holding MeshConfig YAML"
     try:
-        parse_mesh(text, f"ConfigMap {metadata.get('name')} data.{MESH_KEY}")
+        parse_mesh_config(text, f"ConfigMap {metadata.get('name')} data.{MESH_KEY}")
     except ConfigError as exc:
         return str(exc)
     return None
@@ -100,7 +87,7 @@ def restart_digest(text: str) -> str:
     """A digest of what discovery reads only at start (`RESTART_FIELDS`): equal digests, no
     restart needed."""
     try:
-        mesh = parse_mesh(text, MESH_KEY)
+        mesh = parse_mesh_config(text, MESH_KEY)
     except ConfigError:  # refused at apply; hash the text so a fix still rolls the pods
         payload = text.encode()
     else:

@@ -14,8 +14,9 @@ nonce and version of the last response, and what the proxy ACKed or NACKed. Rule
   proxies in the same position share one response, nonce included;
 * memory stays bounded whatever the number of streams: shared responses are kept in an LRU
   bounded in bytes (proxies of distinct shapes cannot share, and a 1,000-service LDS response
-  is megabytes), and at most `write_concurrency` large responses are being written at once
-  (gRPC copies each message it sends and holds it until the proxy reads it; `write_slots.py`);
+  is megabytes; `shared_responses.py`), and at most `write_concurrency` large responses are
+  being written at once (gRPC copies each message it sends and holds it until the proxy
+  reads it; `write_slots.py`);
 * with an authenticator (:15012) a stream must authenticate before its first request is read,
   and the node it claims must be the caller's own (`authn.py`).
 """
@@ -29,7 +30,6 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -37,16 +37,18 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
 from sidemesh.api.text import untrusted
-from sidemesh.inject.memo import Memo
-from sidemesh.security.identity import SpiffeId
-from sidemesh.xds.authn import XdsAuthenticator, XdsAuthError, XdsCaller, authorize
-from sidemesh.xds.cache import TYPE_ORDER, ResourceCache, TypedResources
+from sidemesh.xds.authn import XdsAuthenticator, XdsAuthError, authorize
+from sidemesh.xds.cache import ResourceCache
+from sidemesh.xds.connection import Connection
 from sidemesh.xds.grpc_gen import GrpcGenerator, is_grpc
 from sidemesh.xds.metrics import XdsMetrics, short_type
 from sidemesh.xds.model import MeshSnapshot
-from sidemesh.xds.proxy import NodeError, ProxyInfo, parse_node
+from sidemesh.xds.proxy import NodeError, parse_node
+from sidemesh.xds.proxy_status import status_rows
 from sidemesh.xds.resource_names import TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER
-from sidemesh.xds.responses import TypeState, control_plane_field, delta_payload, sotw_payload
+from sidemesh.xds.resource_sets import TYPE_ORDER, TypedResources
+from sidemesh.xds.responses import TypeState
+from sidemesh.xds.shared_responses import SharedResponses
 from sidemesh.xds.write_slots import WriteSlots
 
 log = logging.getLogger("sidemesh.xds.ads")
@@ -54,7 +56,6 @@ log = logging.getLogger("sidemesh.xds.ads")
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 WILDCARD_TYPES = frozenset({TYPE_LISTENER, TYPE_CLUSTER})
 SERVED_TYPES = frozenset(TYPE_ORDER)
-_NOTHING: frozenset[Any] = frozenset()
 # A first response, or a SotW LDS/CDS one, for a set this large takes its write slot before it is
 # built (a few hundred listeners with telemetry are megabytes).
 LARGE_SET_RESOURCES = 100
@@ -62,20 +63,6 @@ LARGE_SET_RESOURCES = 100
 # one proxy per type could otherwise hold (or log) a message of any size.
 NACK_KEPT_CHARACTERS = 4096
 NACK_LOGGED_CHARACTERS = 1000
-
-
-@dataclass(eq=False)
-class Connection:
-    id: str
-    delta: bool
-    context: Any
-    proxy: ProxyInfo | None = None
-    caller: XdsCaller | None = None  # None: the plaintext port, nobody authenticated
-    identity: SpiffeId | None = None  # who the proxy was allowed to act as
-    connected_at: float = field(default_factory=time.time)
-    types: dict[str, TypeState] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class AdsServer:
@@ -106,17 +93,15 @@ class AdsServer:
         self.clock = clock
         self.connections: dict[str, Connection] = {}
         self._ids = itertools.count(1)
-        self._nonces = itertools.count(1)
-        self._response_memory = response_memory_bytes
-        self._responses = self._new_response_memo()
+        self._responses = SharedResponses(
+            self.cache, instance_id=instance_id, memory_bytes=response_memory_bytes
+        )
         self._subscriptions: dict[frozenset[str], frozenset[str]] = {}
         # Bounds the responses queued in gRPC at once after a snapshot change (memory).
         self._push_slots = asyncio.Semaphore(push_concurrency)
         # Bounds the large messages gRPC holds copies of (until each proxy reads its own).
         self._write_slots = WriteSlots(write_concurrency, write_slot_seconds)
         self._snapshot_time = clock()
-        self._control_plane_sotw = control_plane_field(instance_id, delta=False)
-        self._control_plane_delta = control_plane_field(instance_id, delta=True)
 
     # --- wiring ----------------------------------------------------------------------------
 
@@ -148,19 +133,16 @@ class AdsServer:
         """Adopt a new snapshot and wake every connection to push what changed for it."""
         self.cache.set_snapshot(snapshot)
         self.initialized.set()
-        self._responses = self._new_response_memo()
+        self._responses.forget()
         self._snapshot_time = self.clock()
         self.metrics.snapshots += 1
         for connection in self.connections.values():
             connection.wake.set()
 
-    def _new_response_memo(self) -> Memo[tuple[Any, ...], tuple[str, bytes | None]]:
-        return Memo(1_000_000, max_weight=self._response_memory)
-
     @property
     def response_memo_bytes(self) -> int:
         """Bytes of responses kept for sharing (bounded by `response_memory_bytes`)."""
-        return self._responses.weight
+        return self._responses.memory_bytes
 
     # --- streams ---------------------------------------------------------------------------
 
@@ -367,7 +349,7 @@ class AdsServer:
         if held:
             await self._write_slots.acquire()
         try:
-            message = self._response(connection, state, typed, initial=initial)
+            message = self._responses.owed(state, typed, delta=connection.delta, initial=initial)
         except BaseException:
             if held:
                 self._write_slots.release()
@@ -380,68 +362,8 @@ class AdsServer:
         self.metrics.pushed(typed.type_url)
         return True
 
-    def _response(
-        self, connection: Connection, state: TypeState, typed: TypedResources, *, initial: bool
-    ) -> bytes | None:
-        """The response owed (None: nothing), recorded as sent."""
-        # Connections in the same position (same previous and next resources, same
-        # subscription) get the very same response bytes, nonce included: nonces need only be
-        # unique within a stream, and sharing saves a copy of a large response per proxy.
-        key = (
-            connection.delta, initial, state.sent, typed, state.subscribed,
-            frozenset(state.pending) if state.pending else _NOTHING,
-            frozenset(state.client_versions.items()) if state.client_versions else _NOTHING,
-        )  # fmt: skip
-        response = self._responses.get(key)
-        if response is None or (response[0] and response[0] == state.nonce_sent):
-            change = self.cache.diff(state.sent, typed)
-            nonce = str(next(self._nonces))  # unused if nothing is sent: nonces need no order
-            if connection.delta:
-                payload = delta_payload(
-                    state, typed, *change.as_tuple(), control_plane=self._control_plane_delta,
-                    nonce=nonce,
-                )  # fmt: skip
-            else:
-                payload = sotw_payload(
-                    state, typed, *change.as_tuple(), initial=initial,
-                    control_plane=self._control_plane_sotw, nonce=nonce,
-                )  # fmt: skip
-            response = (nonce, payload) if payload is not None else ("", None)
-            self._responses.put(key, response, weight=len(payload or b""))
-        state.sent = typed
-        state.pending.clear()
-        state.client_versions = {}
-        nonce, message = response
-        if message is None:
-            if not state.nonce_sent:
-                state.version_sent = state.version_acked = typed.version
-            return None
-        state.nonce_sent = nonce
-        state.version_sent = typed.version
-        return message
-
-    # --- status ----------------------------------------------------------------------------
+    # --- status ---------------------------------------------------------------------------
 
     def status(self) -> list[dict[str, Any]]:
         """Every connected proxy and, per type, SYNCED / STALE / NACK / NOT SENT."""
-        rows = []
-        for connection in self.connections.values():
-            proxy = connection.proxy
-            assert proxy is not None
-            rows.append({
-                "proxy": proxy.node_id,
-                "pod": f"{proxy.pod_name}.{proxy.namespace}",
-                "cluster_id": proxy.cluster_id,
-                "revision": proxy.revision,
-                "istio_version": proxy.istio_version,
-                "control_plane": self.instance_id,
-                "protocol": "delta" if connection.delta else "sotw",
-                "identity": connection.identity.uri if connection.identity else None,
-                "connected_at": connection.connected_at,
-                "types": {
-                    short_type(t): {"status": s.status(), "sent": s.version_sent,
-                                    "acked": s.version_acked, "error": s.error}
-                    for t, s in connection.types.items()
-                },
-            })  # fmt: skip
-        return sorted(rows, key=lambda row: str(row["proxy"]))
+        return status_rows(self.connections.values(), control_plane=self.instance_id)

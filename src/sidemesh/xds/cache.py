@@ -10,23 +10,20 @@ share one object (and the ADS layer compares objects, not bytes). Shapes, base s
 shape's sets are carried into the next snapshot and kept where their inputs are unchanged
 (`cache_carry`): a VirtualService change recomputes no shape and replaces listener sets only.
 Each resource carries its encoded `Any` field ready to splice into a response, and each set its
-concatenation, so even a state-of-the-world response is a join of a few ready byte strings.
+concatenation, so even a state-of-the-world response is a join of a few ready byte strings
+(`resource_sets`). A gateway's sets are assembled in `gateway_resources`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from functools import cached_property, partial
+from collections.abc import Callable, Mapping
+from functools import partial
 
-from sidemesh.api.protowire import length_delimited
 from sidemesh.xds import (
     cache_carry,
     cluster_policy,
     gateway,
-    gateway_auto_passthrough,
     inbound,
     outbound,
     routes,
@@ -35,6 +32,7 @@ from sidemesh.xds import (
     wildcard_listeners,
 )
 from sidemesh.xds.cache_carry import Carried, SweptMemo
+from sidemesh.xds.gateway_resources import gateway_resources
 from sidemesh.xds.inbound import ProxyShape, proxy_shape, shape_inputs
 from sidemesh.xds.model import Endpoint, MeshSnapshot, Service, is_http
 from sidemesh.xds.proxy import Bind, ProxyInfo
@@ -46,106 +44,20 @@ from sidemesh.xds.resource_names import (
     VIRTUAL_OUTBOUND,
     subset_cluster_name,
 )
+from sidemesh.xds.resource_sets import (
+    TYPE_ORDER,
+    Diff,
+    Resource,
+    TypedResources,
+    diff,
+)
 from sidemesh.xds.telemetry import NO_PLAN
 from sidemesh.xds.telemetry_policy import SidePlan
 
+__all__ = ["TYPE_ORDER", "Diff", "Resource", "ResourceCache", "TypedResources", "diff"]
+
 Instances = tuple[tuple[Service, Endpoint], ...]  # what a proxy serves (its inbound side)
 log = logging.getLogger("sidemesh.xds.cache")
-
-TYPE_ORDER = (TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER)  # push order
-
-
-def digest(*parts: bytes) -> str:
-    hasher = hashlib.blake2b(digest_size=8)
-    for part in parts:
-        hasher.update(part)
-    return hasher.hexdigest()
-
-
-@dataclass(frozen=True, eq=False)
-class Resource:
-    name: str
-    version: str  # digest of the body: equal bytes, equal version, across restarts too
-    body: bytes  # the serialised typed message
-    any_field: bytes  # `repeated Any resources = 2` entry of a DiscoveryResponse, pre-encoded
-
-    @classmethod
-    def of(cls, type_url: str, name: str, body: bytes) -> Resource:
-        encoded_any = length_delimited(1, type_url.encode()) + length_delimited(2, body)
-        return cls(name, digest(body), body, length_delimited(2, encoded_any))
-
-
-@dataclass(frozen=True, eq=False)
-class TypedResources:
-    """All resources of one type for one proxy shape; compared by identity.
-
-    Built either flat (`of`) or as a shared `base` plus a few resources of the shape's own
-    (`extend`): then the base's encoded bytes and its diff against the previous snapshot are
-    computed once for every shape. Names in `own` never occur in `base` (per-service names and
-    per-proxy names are disjoint by construction)."""
-
-    type_url: str
-    resources: Mapping[str, Resource]
-    version: str = field(default="")
-    base: TypedResources | None = None
-    own: Mapping[str, Resource] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, type_url: str, resources: Iterable[Resource]) -> TypedResources:
-        by_name = {r.name: r for r in resources}
-        version = digest(*(f"{n}={r.version};".encode() for n, r in sorted(by_name.items())))
-        return cls(type_url, by_name, version, None, by_name)
-
-    @classmethod
-    def extend(cls, base: TypedResources, own: Iterable[Resource]) -> TypedResources:
-        own_by_name = {r.name: r for r in own}
-        resources = {**base.resources, **own_by_name}
-        parts = (f"{n}={r.version};".encode() for n, r in sorted(own_by_name.items()))
-        return cls(base.type_url, resources, digest(base.version.encode(), *parts), base,
-                   own_by_name)  # fmt: skip
-
-    @cached_property
-    def encoded(self) -> bytes:
-        """Every resource's pre-encoded `Any` field, concatenated (a SotW response body)."""
-        own = b"".join(r.any_field for r in self.own.values())
-        return own if self.base is None else self.base.encoded + own
-
-
-@dataclass(frozen=True)
-class Diff:
-    changed: tuple[str, ...]  # new or different
-    removed: tuple[str, ...]
-
-    def as_tuple(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        return self.changed, self.removed
-
-
-NO_CHANGE = Diff((), ())
-
-
-def _diff_maps(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> Diff:
-    changed = tuple(
-        name for name, r in new.items()
-        if (previous := old.get(name)) is None or previous.version != r.version
-    )  # fmt: skip
-    return Diff(changed, tuple(name for name in old if name not in new))
-
-
-def diff(
-    old: TypedResources | None,
-    new: TypedResources,
-    base_diff: Callable[[TypedResources, TypedResources], Diff] | None = None,
-) -> Diff:
-    """What changed from `old` to `new`; `base_diff` (memoised) compares shared bases."""
-    if old is None:
-        return Diff(tuple(new.resources), ())
-    if old is new:
-        return NO_CHANGE
-    if old.base is None or new.base is None:
-        return _diff_maps(old.resources, new.resources)
-    shared = (base_diff or diff)(old.base, new.base)
-    own = _diff_maps(old.own, new.own)
-    return Diff(shared.changed + own.changed, shared.removed + own.removed)
 
 
 class ResourceCache:
@@ -275,24 +187,11 @@ class ResourceCache:
                 if problem not in self._gateway_problems:
                     log.warning("gateway %s/%s: %s", proxy.namespace, proxy.pod_name, problem)
                     self._gateway_problems.add(problem)
-            listeners = [
-                Resource.of(TYPE_LISTENER, listener.name, listener.SerializeToString())
-                for listener in gateway.gateway_listeners(self.snapshot, proxy, plan)
-            ]
-            clusters = self._shared_typed(scope, TYPE_CLUSTER, self._outbound_clusters)
-            if any(bound.kind == "auto_passthrough" for bound in plan.servers):
-                # SNI-DNAT clusters: plain TCP twins of the outbound ones, named by the SNI
-                twins = gateway_auto_passthrough.sni_dnat_bodies(
-                    (r.name, r.body) for r in clusters.resources.values()
-                )
-                clusters = TypedResources.extend(
-                    clusters, [Resource.of(TYPE_CLUSTER, n, b) for n, b in twins]
-                )
-            found = self._gateways[proxy] = {
-                TYPE_LISTENER: TypedResources.of(TYPE_LISTENER, listeners),
-                TYPE_CLUSTER: clusters,
-                TYPE_ENDPOINT: self._shared_typed(scope, TYPE_ENDPOINT, self._load_assignments),
-            }  # fmt: skip
+            found = self._gateways[proxy] = gateway_resources(
+                self.snapshot, proxy, plan,
+                clusters=self._shared_typed(scope, TYPE_CLUSTER, self._outbound_clusters),
+                endpoints=self._shared_typed(scope, TYPE_ENDPOINT, self._load_assignments),
+            )  # fmt: skip
         return found
 
     def _shared_typed(

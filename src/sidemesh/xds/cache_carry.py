@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from sidemesh.xds.cache import Resource, TypedResources
+    from sidemesh.xds.resource_sets import Resource, TypedResources
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -44,7 +44,6 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401  (re
 from google.protobuf import json_format
 
 from sidemesh.xds import cluster_policy, grpc_gen_inbound, outbound, routes, scoping
-from sidemesh.xds.cache import Resource, TypedResources
 from sidemesh.xds.cluster_policy import UPSTREAM_TLS, ClusterPlan
 from sidemesh.xds.envoy_json import typed
 from sidemesh.xds.model import MeshSnapshot, Service
@@ -55,6 +54,7 @@ from sidemesh.xds.resource_names import (
     TYPE_LISTENER,
     subset_cluster_name,
 )
+from sidemesh.xds.resource_sets import Resource, TypedResources
 
 GRPC_GENERATOR: Final = "grpc"
 # The bootstrap's certificate provider instance (agent/grpc_bootstrap.py writes it).

@@ -24,7 +24,7 @@ from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2  # noqa: F401 
 from sidemesh.api.networking import Resource
 from sidemesh.api.security.request_authentication import JwtRule, RequestAuthentication
 from sidemesh.xds.envoy_json import typed
-from sidemesh.xds.rbac import JWT_FILTER, JWT_PAYLOAD
+from sidemesh.xds.rbac_matchers import JWT_FILTER, JWT_PAYLOAD
 
 # An RSA public key whose private half was discarded when it was made: verifies nothing.
 UNVERIFIABLE_JWKS = json.dumps({"keys": [{

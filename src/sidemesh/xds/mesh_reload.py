@@ -19,9 +19,8 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-import yaml
-
-from sidemesh.api.config import ConfigError, MeshConfig, _validated
+from sidemesh.api.config import MeshConfig
+from sidemesh.api.config import parse_mesh_config as parse_mesh_config
 from sidemesh.xds.builder import SnapshotBuilder
 
 log = logging.getLogger("sidemesh.xds.mesh_reload")
@@ -33,18 +32,6 @@ START_ONLY_FIELDS: Final = ("trust_domain", "default_config", "enable_prometheus
 def start_only_alias(field: str) -> str:
     """A MeshConfig field's name as users write it (`trustDomain`)."""
     return MeshConfig.model_fields[field].alias or field
-
-
-def parse_mesh_config(text: str, source: str) -> MeshConfig:
-    """A MeshConfig from YAML text (a ConfigMap's `mesh` key); `ConfigError` names `source`
-    and the problem. Empty text is the default MeshConfig, as an empty file is."""
-    try:
-        data = yaml.load(text, Loader=yaml.CSafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
-    return _validated(MeshConfig, data, source)
 
 
 @dataclass(frozen=True)

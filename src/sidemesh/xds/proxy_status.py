@@ -1,13 +1,43 @@
-"""The `proxy-status` table: one row per connected sidecar, as `AdsServer.status()` describes
-it, with Istio's columns (per xDS type SYNCED, STALE, NACK or NOT SENT). Shared by
-`sidemesh proxy-status` and the demo."""
+"""The `proxy-status` table: one row per connected sidecar (`status_rows`, which
+`AdsServer.status()` serves), with Istio's columns (per xDS type SYNCED, STALE, NACK or NOT
+SENT). Shared by `sidemesh proxy-status` and the demo."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sidemesh.xds.metrics import short_type
+
+if TYPE_CHECKING:  # the CLI renders rows without loading the ADS server
+    from sidemesh.xds.connection import Connection
 
 TYPES = ("cds", "lds", "eds", "rds")
+
+
+def status_rows(connections: Iterable[Connection], *, control_plane: str) -> list[dict[str, Any]]:
+    """A row per connected proxy and, per type, SYNCED / STALE / NACK / NOT SENT."""
+    rows = []
+    for connection in connections:
+        proxy = connection.proxy
+        assert proxy is not None
+        rows.append({
+            "proxy": proxy.node_id,
+            "pod": f"{proxy.pod_name}.{proxy.namespace}",
+            "cluster_id": proxy.cluster_id,
+            "revision": proxy.revision,
+            "istio_version": proxy.istio_version,
+            "control_plane": control_plane,
+            "protocol": "delta" if connection.delta else "sotw",
+            "identity": connection.identity.uri if connection.identity else None,
+            "connected_at": connection.connected_at,
+            "types": {
+                short_type(t): {"status": s.status(), "sent": s.version_sent,
+                                "acked": s.version_acked, "error": s.error}
+                for t, s in connection.types.items()
+            },
+        })  # fmt: skip
+    return sorted(rows, key=lambda row: str(row["proxy"]))
 
 
 def render_table(rows: Sequence[dict[str, Any]]) -> str:

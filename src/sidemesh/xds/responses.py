@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sidemesh.api.protowire import length_delimited
-from sidemesh.xds.cache import TypedResources
 from sidemesh.xds.resource_names import TYPE_CLUSTER, TYPE_LISTENER
+from sidemesh.xds.resource_sets import TypedResources
 
 
 @dataclass
