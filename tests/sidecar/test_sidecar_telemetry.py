@@ -183,6 +183,23 @@ def test_tcp_byte_and_connection_counters_match_the_bytes_sent(kit: MeshKit) -> 
     assert (destination["destination_workload"], destination["source_principal"]) == (
         "backend", CLIENT_PRINCIPAL
     )
+    # The client's workload, from the subject of its certificate (api/telemetry/peer_certificate)
+    # opened is counted when the upstream connects, closed when the connection ends: both
+    # after the client's handshake, so both carry its workload
+    for name in ("istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total"):
+        [counted] = series(backend, name, reporter="destination", **tcp)
+        assert (counted["source_workload"], counted["source_principal"]) == (
+            "client", CLIENT_PRINCIPAL), (name, counted)  # fmt: skip
+        [counted] = series(client, name, reporter="source", **tcp)
+        assert counted["destination_principal"] == BACKEND_PRINCIPAL, (name, counted)
+    source_side = {k: destination[k] for k in (
+        "source_workload", "source_workload_namespace", "source_app", "source_version",
+        "source_canonical_service", "source_canonical_revision")}  # fmt: skip
+    assert source_side == {
+        "source_workload": "client", "source_workload_namespace": "demo", "source_app": "client",
+        "source_version": "unknown", "source_canonical_service": "client",
+        "source_canonical_revision": "latest",
+    }  # fmt: skip
 
 
 def test_peer_headers_never_reach_the_app(kit: MeshKit) -> None:

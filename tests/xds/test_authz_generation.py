@@ -66,7 +66,12 @@ def test_every_chain_carries_the_policy_filters_in_istio_order() -> None:
     for chain in listener["filter_chains"]:
         names = [f["name"] for f in chain["filters"]]
         if names[-1] == "envoy.filters.network.tcp_proxy":
-            assert names[:-1] == ["envoy.filters.network.rbac"] * 3, chain["name"]
+            rbac = [n for n in names if n == "envoy.filters.network.rbac"]
+            assert names[: len(rbac)] == rbac == ["envoy.filters.network.rbac"] * 3, chain["name"]
+            # over mTLS the telemetry's peer filter follows them (telemetry.peer_certificate_filter)
+            tls = chain["name"].endswith("-mtls")
+            peer = ["envoy.filters.network.set_filter_state"] if tls else []
+            assert names[len(rbac) : -1] == peer, chain["name"]
             continue
         (manager,) = [f for f in chain["filters"] if f["name"].endswith("http_connection_manager")]
         http = [f["name"] for f in manager["typed_config"]["http_filters"]]

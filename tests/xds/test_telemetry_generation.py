@@ -185,3 +185,30 @@ def test_mesh_access_log_formats(encoding: str, log_format: str, expected: str) 
 def test_a_json_format_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(ValueError, match="JSON object"):
         mesh_access_log("/dev/stdout", "JSON", "[1]")
+
+
+def test_inbound_tcp_over_mtls_reads_the_clients_workload_from_its_certificate() -> None:
+    """Over mTLS: the peer filter first, the labels read its filter state, and the app's
+    connection waits for the handshake (so the opened series knows the peer); in plaintext none
+    of it: no certificate, `unknown`, connect at once."""
+    shape = inbound.proxy_shape(snapshot(), web_proxy())
+    listener = as_dict(inbound.inbound_listener(shape, "cluster.local"))
+    chains = {c["name"]: c for c in listener["filter_chains"]}
+    # the passthrough chains: TCP to any port the services do not declare
+    mtls = chains["InboundPassthroughCluster-mtls"]
+    plaintext = chains["InboundPassthroughCluster-plaintext"]
+    assert [f["name"] for f in mtls["filters"]][-2:] == [
+        "envoy.filters.network.set_filter_state", "envoy.filters.network.tcp_proxy"]  # fmt: skip
+    peer_filter = mtls["filters"][-2]["typed_config"]
+    assert peer_filter["type_url"].endswith("network.set_filter_state.v3.Config")
+    keys = [v["object_key"] for v in peer_filter["value"]["on_downstream_tls_handshake"]]
+    assert keys == [f"sidemesh.peer.{name}" for name in (
+        "workload", "namespace", "app", "version", "canonical_service", "canonical_revision")]
+    proxy = mtls["filters"][-1]["typed_config"]
+    assert stats_tags(proxy)["source_workload"] == "%FILTER_STATE(sidemesh.peer.workload:PLAIN)%"
+    assert proxy["upstream_connect_mode"] == "ON_DOWNSTREAM_TLS_HANDSHAKE"
+    assert int(proxy["max_early_data_bytes"]) > 0
+    assert [f["name"] for f in plaintext["filters"]] == ["envoy.filters.network.tcp_proxy"]
+    proxy = plaintext["filters"][0]["typed_config"]
+    assert stats_tags(proxy)["source_workload"] == "unknown"
+    assert "upstream_connect_mode" not in proxy

@@ -8,7 +8,7 @@ rotated mesh root, a re-resolved address and a refreshed token without any cache
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from sidemesh.agent import certs, parsing
 from sidemesh.agent.issuing_protocol import CaError, WorkloadCertificate
+from sidemesh.api.telemetry.peer_certificate import CSR_METADATA_KEY
 from sidemesh.security import protocol
 
 __all__ = ["CaClient", "CaError", "channel_options", "read_token"]
@@ -47,6 +48,7 @@ class CaClient:
     token_path: Path
     cluster_id: str
     timeout: float = 10.0
+    workload: Mapping[str, str] | None = None  # the workload the certificate's subject names
 
     async def sign(self, csr_pem: bytes, *, ttl_seconds: int, root_pem: bytes) -> Sequence[str]:
         """The signed chain (PEM strings: leaf, intermediates, root) for `csr_pem`."""
@@ -56,6 +58,8 @@ class CaClient:
         request = protocol.CertificateRequest(
             csr=csr_pem.decode("ascii"), validity_duration=ttl_seconds
         )
+        if self.workload is not None:
+            request.metadata.update({CSR_METADATA_KEY: dict(self.workload)})
         metadata = (
             (protocol.AUTHORIZATION_HEADER, f"Bearer {token}"),
             (protocol.CLUSTER_ID_HEADER, self.cluster_id),

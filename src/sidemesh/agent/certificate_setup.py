@@ -10,6 +10,7 @@ from sidemesh.agent.issuing_protocol import CA_TIMEOUT
 from sidemesh.agent.metrics import AgentMetrics
 from sidemesh.agent.rotation import CertificateManager
 from sidemesh.agent.settings import AgentSettings
+from sidemesh.agent.telemetry import certificate_claim
 
 
 def certificate_manager(
@@ -29,6 +30,7 @@ def certificate_manager(
             cluster_id=settings.cluster_id,
             timeout=CA_TIMEOUT,
             pending=first_certificate,
+            workload=certificate_claim(settings),
         ),
         spiffe_id=settings.identity.spiffe_id,
         root_cert=settings.paths.root_cert,

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -96,6 +97,7 @@ class IssuerProcess:
     cluster_id: str
     timeout: float = CA_TIMEOUT
     pending: PendingAnswer | None = None  # the warm first request, answered by `issue` once
+    workload: Mapping[str, str] | None = None  # what the certificate's subject names
 
     async def issue(
         self, *, spiffe_id: str, ttl_seconds: int, root_pem: bytes
@@ -112,6 +114,7 @@ class IssuerProcess:
             spiffe_id=spiffe_id,
             ttl_seconds=ttl_seconds,
             root_pem=root_pem,
+            workload=self.workload,
         )
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", CHILD_MODULE,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -78,8 +79,10 @@ def request_json(
     spiffe_id: str,
     ttl_seconds: int,
     root_pem: bytes,
+    workload: Mapping[str, str] | None = None,
 ) -> bytes:
-    """What the child reads on stdin."""
+    """What the child reads on stdin. `workload`: what the certificate's subject should name
+    (`peer_certificate.claim`)."""
     request = {
         "address": address,
         "server_name": server_name,
@@ -89,6 +92,7 @@ def request_json(
         "spiffe_id": spiffe_id,
         "ttl_seconds": ttl_seconds,
         "root_pem": root_pem.decode("ascii", errors="replace"),
+        "workload": dict(workload) if workload is not None else None,
     }
     return json.dumps(request).encode()
 

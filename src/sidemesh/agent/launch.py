@@ -26,6 +26,7 @@ from typing import Final, NoReturn
 from sidemesh.agent.envoy_binary import EnvoyNotFoundError, find_envoy_binary
 from sidemesh.agent.issuing_protocol import CA_TIMEOUT, request_json, start_child
 from sidemesh.agent.settings import AgentSettings
+from sidemesh.agent.telemetry import certificate_claim
 
 SETTINGS_FD_FLAG: Final = "--settings-fd"
 
@@ -82,6 +83,7 @@ def certificate_request(settings: AgentSettings) -> bytes | None:
         spiffe_id=settings.identity.spiffe_id,
         ttl_seconds=max(1, math.ceil(settings.cert_ttl)),
         root_pem=root,
+        workload=certificate_claim(settings),
     )
 
 

@@ -20,6 +20,12 @@ from sidemesh.agent.ca_client import CaClient
 from sidemesh.agent.issuing_protocol import CaError, CertificateError
 
 
+def _workload(value: object) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    return {str(k): str(v) for k, v in value.items()}
+
+
 def main() -> int:
     request = json.loads(sys.stdin.read())
     client = CaClient(
@@ -28,6 +34,7 @@ def main() -> int:
         token_path=Path(request["token_path"]),
         cluster_id=str(request["cluster_id"]),
         timeout=float(request["timeout"]),
+        workload=_workload(request.get("workload")),
     )
     try:
         certificate = asyncio.run(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 from sidemesh.agent import http
 from sidemesh.api import names
-from sidemesh.api.telemetry import peer
+from sidemesh.api.telemetry import peer, peer_certificate
 
 if TYPE_CHECKING:  # settings import metrics, which imports this module
     from sidemesh.agent.settings import AgentSettings
@@ -39,6 +39,12 @@ def workload_metadata(settings: AgentSettings) -> peer.WorkloadMetadata:
     return peer.workload_metadata(
         workload=workload, namespace=settings.identity.namespace, labels=settings.labels
     )
+
+
+def certificate_claim(settings: AgentSettings) -> dict[str, str]:
+    """This sidecar's workload for its certificate's subject (`api/telemetry/peer_certificate`):
+    the server side of a TCP connection reads it there."""
+    return peer_certificate.claim(workload_metadata(settings))
 
 
 def envoy_environment(settings: AgentSettings) -> dict[str, str]:

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sidemesh.api.telemetry.peer import WorkloadMetadata
+from sidemesh.api.telemetry.peer_certificate import subject_unit
 from sidemesh.api.text import untrusted_list
 from sidemesh.security import certificates
 from sidemesh.security.certificates import SigningKey as SigningKey
@@ -178,12 +180,21 @@ class CertificateAuthority:
         identity: SpiffeId,
         now: datetime.datetime,
         ttl: datetime.timedelta | None = None,
+        workload: WorkloadMetadata | None = None,
     ) -> list[str]:
-        """Sign a workload CSR whose only identity is `identity`; the PEM chain, leaf first."""
+        """Sign a workload CSR whose only identity is `identity`; the PEM chain, leaf first.
+        `workload` (checked by the caller, `peer_certificate.claimed_workload`) goes into the
+        subject for the server side of TCP telemetry; the SAN stays the only identity."""
         csr = parse_csr(csr_pem)
         check_csr_identity(csr, identity)
+        subject = x509.Name(
+            [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, subject_unit(workload))]
+            if workload is not None
+            else []
+        )
         leaf = self._issue(
             csr.public_key(), uris=[identity.uri], dns_names=(), now=now, ttl=ttl,
+            subject=subject,
         )  # fmt: skip
         return [_pem(leaf), *self._chain_pem]
 
@@ -209,12 +220,13 @@ class CertificateAuthority:
         dns_names: Iterable[str],
         now: datetime.datetime,
         ttl: datetime.timedelta | None,
+        subject: x509.Name | None = None,
     ) -> x509.Certificate:
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
         names += [x509.DNSName(d) for d in dns_names]
         return certificates.signed_leaf(
             public_key,
-            subject=x509.Name([]),  # the identity lives in the SAN
+            subject=subject or x509.Name([]),  # the identity lives in the SAN
             names=names,
             profile=WORKLOAD_PROFILE,
             issuer=self.signing_cert,

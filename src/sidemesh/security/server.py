@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from grpc import aio
 
 from sidemesh.api.prometheus_text import Family, Sample, labelled, render_lines
+from sidemesh.api.telemetry.peer import WorkloadMetadata
+from sidemesh.api.telemetry.peer_certificate import claimed_workload
 from sidemesh.security import protocol
 from sidemesh.security.authn import AuthenticationError, Authenticator
 from sidemesh.security.ca import CertificateAuthority, CsrError
@@ -110,8 +113,10 @@ class CertificateService:
         max_seconds = int(self.ca.max_ttl.total_seconds())
         requested = request.validity_duration
         ttl = datetime.timedelta(seconds=min(requested, max_seconds)) if requested > 0 else None
+        workload = self._claimed_workload(request, caller.namespace)
         try:
-            chain = self.ca.sign_csr(request.csr, identity=identity, now=self.clock(), ttl=ttl)
+            chain = self.ca.sign_csr(request.csr, identity=identity, now=self.clock(), ttl=ttl,
+                                     workload=workload)  # fmt: skip
         except CsrError as exc:
             await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "csr_invalid",
                                f"invalid CSR: {exc}")  # fmt: skip
@@ -122,6 +127,14 @@ class CertificateService:
         self.metrics.signed += 1
         log.info("signed a certificate for %s", identity.uri)
         return protocol.CertificateResponse(cert_chain=chain)
+
+    @staticmethod
+    def _claimed_workload(request: Any, namespace: str) -> WorkloadMetadata | None:
+        """The workload the request names for its certificate's subject (telemetry only: a
+        claim that does not hold is left out, never a reason to refuse)."""
+        if not request.HasField("metadata"):
+            return None
+        return claimed_workload(json_format.MessageToDict(request.metadata), namespace=namespace)
 
     async def _refuse(
         self, context: aio.ServicerContext, code: grpc.StatusCode, reason: str, message: str

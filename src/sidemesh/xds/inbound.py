@@ -49,7 +49,7 @@ from sidemesh.xds.resource_names import (
 )
 from sidemesh.xds.scoping import select_sidecar
 from sidemesh.xds.sidecar_ingress import IngressPort, ingress_decisions
-from sidemesh.xds.telemetry import NO_PLAN, inbound_http, inbound_tcp
+from sidemesh.xds.telemetry import NO_PLAN, inbound_http, inbound_tcp, peer_certificate_filter
 from sidemesh.xds.telemetry_policy import (
     DEFAULT_POLICY,
     SidePlan,
@@ -183,6 +183,7 @@ def _inbound_chains(
         if not is_http(protocol):
             return [
                 *policy.network(),
+                *([peer_certificate_filter()] if tls else []),
                 inbound_tcp(tcp_proxy(cluster), service=service, tls=tls, plan=telemetry),
             ]
         # Over mTLS the app learns the caller's SPIFFE id; plaintext callers cannot forge it.

@@ -19,13 +19,14 @@ Where each label comes from (see `api/telemetry/peer.py` for the exchange):
 
 `connection_security_policy` is per filter chain inbound (the mTLS or the plaintext chain) and
 per endpoint outbound (endpoint metadata on mTLS endpoints, set where auto mTLS decides;
-`unknown` otherwise). TCP has no headers: the server side of a TCP series knows the client's
-principal, not its workload labels (`unknown`). Upstream Envoy could carry them in PROXY
-protocol v2 TLVs (the upstream transport socket's TLVs take `%ENVIRONMENT(...)%`, so the bytes
-stay shared), but the header travels in clear before the TLS handshake and the receiving
-listener filter runs before TLS and cannot be limited to mTLS peers: it would let any caller
-set the source address the server sees (AuthorizationPolicy `ipBlocks`, logs) and claim any
-workload, so sidemesh does not send it.
+`unknown` otherwise). TCP has no headers: the server side of a TCP series reads the client's
+workload from the subject of its certificate, where the CA wrote what the client's agent
+claimed (`api/telemetry/peer_certificate.py`; a `set_filter_state` filter computes each value
+once the handshake is done, `peer_certificate_filter`). Why not PROXY protocol v2 TLVs, which
+Envoy could send with `%ENVIRONMENT(...)%` values: the header travels in clear before the TLS
+handshake, and the receiving listener filter runs before TLS and cannot be limited to mTLS
+peers, so any caller could set the source address the server sees (AuthorizationPolicy
+`ipBlocks`, logs) and claim any workload.
 """
 
 # mypy: disable-error-code="import-untyped"
@@ -40,8 +41,9 @@ from envoy.extensions.access_loggers.stats.v3 import stats_pb2  # noqa: F401
 from envoy.extensions.filters.http.header_to_metadata.v3 import (  # noqa: F401
     header_to_metadata_pb2,
 )
+from xds.type.v3 import typed_struct_pb2  # noqa: F401
 
-from sidemesh.api.telemetry import peer
+from sidemesh.api.telemetry import peer, peer_certificate
 from sidemesh.api.telemetry.mesh import FileAccessLog
 from sidemesh.xds.envoy_json import typed
 from sidemesh.xds.telemetry_policy import SidePlan
@@ -59,6 +61,9 @@ HEADER_TO_METADATA: Final = "envoy.filters.http.header_to_metadata"
 _STATS_LOGGER: Final = "envoy.access_loggers.stats"
 _FILE_LOGGER: Final = "envoy.access_loggers.file"
 _OVERWRITE: Final = "OVERWRITE_IF_EXISTS_OR_ADD"
+EARLY_DATA_BYTES: Final = 1024 * 1024
+_SET_FILTER_STATE: Final = "envoy.filters.network.set_filter_state"
+_SET_FILTER_STATE_CONFIG: Final = "envoy.extensions.filters.network.set_filter_state.v3.Config"
 
 
 def cluster_metadata(hostname: str) -> dict[str, Any]:
@@ -138,6 +143,49 @@ def _upstream_host() -> dict[str, str]:
     """The destination workload an mTLS endpoint's metadata names (`endpoint_metadata`)."""
     return {name: f"%METADATA(UPSTREAM_HOST:{peer.METADATA_NAMESPACE}:{name})%"
             for name, _, _ in peer.KEYS}  # fmt: skip
+
+
+def _from_certificate() -> dict[str, str]:
+    """The client's workload as `peer_certificate_filter` found it in its certificate."""
+    return {name: f"%FILTER_STATE({peer_certificate.filter_state_key(name)}:PLAIN)%"
+            for name, _, _ in peer.KEYS}  # fmt: skip
+
+
+def peer_certificate_filter() -> dict[str, Any]:
+    """A network filter for inbound mTLS chains: once the TLS handshake is done, each value of
+    the client's workload, read from its certificate's subject, into the connection's filter
+    state (a CEL formatter with string functions; `unknown` for a subject without it).
+
+    Envoy 1.40 has `on_downstream_tls_handshake` and the CEL formatter's `cel_config`; the
+    Python protos (xds-protos) predate both, so the configuration travels as a TypedStruct,
+    which Envoy converts with its own descriptors."""
+    cel_formatter = {
+        "name": "envoy.formatter.cel",
+        "typed_config": typed("envoy.extensions.formatter.cel.v3.Cel",
+                              cel_config={"enable_string_functions": True}),
+    }  # fmt: skip
+    values = [
+        {
+            "object_key": peer_certificate.filter_state_key(name),
+            "factory_key": "envoy.string",
+            "read_only": True,
+            "format_string": {
+                "text_format_source": {
+                    "inline_string": f"%CEL({peer_certificate.cel_expression(name)})%"
+                },
+                "formatters": [cel_formatter],
+            },
+        }
+        for name, _, _ in peer.KEYS
+    ]
+    return {
+        "name": _SET_FILTER_STATE,
+        "typed_config": typed(
+            "xds.type.v3.TypedStruct",
+            type_url=f"type.googleapis.com/{_SET_FILTER_STATE_CONFIG}",
+            value={"on_downstream_tls_handshake": values},
+        ),
+    }
 
 
 def _unknown() -> dict[str, str]:
@@ -369,10 +417,12 @@ def outbound_tcp(proxy: dict[str, Any], plan: SidePlan = NO_PLAN) -> dict[str, A
 
 def inbound_tcp(proxy: dict[str, Any], *, service: str, tls: bool,
                 plan: SidePlan = NO_PLAN) -> dict[str, Any]:  # fmt: skip
-    """An inbound chain's TCP proxy, counting `reporter="destination"` connections and bytes."""
+    """An inbound chain's TCP proxy, counting `reporter="destination"` connections and bytes;
+    over mTLS the client's workload comes from its certificate (`peer_certificate_filter`,
+    which the chain runs before this proxy)."""
     labels = _labels(
         "destination",
-        source=_unknown(),
+        source=_from_certificate() if tls else _unknown(),
         source_principal="%DOWNSTREAM_PEER_URI_SAN%" if tls else peer.UNKNOWN,
         destination=_own(),
         destination_principal="%DOWNSTREAM_LOCAL_URI_SAN%" if tls else peer.UNKNOWN,
@@ -381,6 +431,14 @@ def inbound_tcp(proxy: dict[str, Any], *, service: str, tls: bool,
         security=MUTUAL_TLS if tls else NO_TLS,
         http=False,
     )  # fmt: skip
+    if tls:
+        # The opened series is counted when the app's connection is up: only after the client's
+        # handshake does Envoy know its certificate (principal and workload), so connect then,
+        # or that series would carry empty peer labels its closed series does not.
+        # Envoy requires a bound on what it buffers from the client until the app's connection
+        # is up (the per-connection buffer limit's default).
+        proxy["typed_config"]["upstream_connect_mode"] = "ON_DOWNSTREAM_TLS_HANDSHAKE"
+        proxy["typed_config"]["max_early_data_bytes"] = EARLY_DATA_BYTES
     return _with_tcp_loggers(proxy, labels, plan)
 
 

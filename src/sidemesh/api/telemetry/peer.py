@@ -13,6 +13,10 @@ done with plain headers Envoy adds and strips itself:
 * only what arrived over mTLS counts: inbound plaintext chains drop the headers unread, and a
   server adds its response headers on mTLS chains only (no workload details to strangers).
   Principals never travel in headers: they are the peer certificate's URI SAN.
+
+TCP has no headers: the client side names the server's workload from the endpoint's metadata
+(the registry's pod labels), the server side reads the client's from the client's certificate
+(`peer_certificate.py`).
 """
 
 from __future__ import annotations
