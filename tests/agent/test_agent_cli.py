@@ -100,7 +100,10 @@ async def test_wait_returns_once_ready() -> None:
     async with http_server(behaviour) as port:
 
         async def become_ready() -> None:
-            await asyncio.sleep(0.5)
+            # Ready once the command was told "not yet" (its first request answered, its second
+            # under way): an event, not a timer, as a loaded machine may start it late.
+            while len(behaviour.requests) < 2:
+                await asyncio.sleep(0.01)
             behaviour.status, behaviour.body = 200, b"ready"
 
         flip = asyncio.create_task(become_ready())
@@ -115,6 +118,7 @@ async def test_wait_returns_once_ready() -> None:
                 f"http://127.0.0.1:{port}/healthz/ready",
             ]
         )
-        await flip
+        flip.cancel()  # done already, unless the command gave up first (then code != 0)
     assert code == 0, output
     assert len(behaviour.requests) >= 2
+    assert flip.done() and not flip.cancelled()
