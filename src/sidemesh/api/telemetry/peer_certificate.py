@@ -81,11 +81,13 @@ def filter_state_key(name: str) -> str:
 def cel_expression(name: str) -> str:
     """CEL (with Envoy's string functions) computing one value from the peer certificate's
     subject, as Envoy prints it (RFC 2253: `OU=<unit>` when the unit is the only attribute);
-    `unknown` for any other subject."""
+    `unknown` for any other subject, also one with another attribute beside the unit (RFC 2253
+    separates attributes with `,` or `+`, which no valid value holds)."""
     subject = "connection.subject_peer_certificate"
     index = FIELDS.index(name) + 1
     return (
         f"{subject}.startsWith('OU={SUBJECT_PREFIX}{SEPARATOR}') && "
+        f"!{subject}.contains(',') && !{subject}.contains('+') && "
         f"{subject}.split('{SEPARATOR}').size() == {len(FIELDS) + 1} ? "
         f"{subject}.split('{SEPARATOR}')[{index}] : '{UNKNOWN}'"
     )
