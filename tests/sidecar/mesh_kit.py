@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -63,6 +64,14 @@ PREFIX_LENGTH = 24
 NODE_NAME = "node-1"
 ISTIOD_HOST = "istiod.istio-system.svc"
 _kits = itertools.count()
+
+
+def real_host_kit() -> MeshKit:
+    """A new MeshKit, or the calling test skipped with the reason this host cannot run it."""
+    reason = missing_requirement()
+    if reason is not None:
+        pytest.skip(f"whole-sidecar test needs a real host: {reason}")
+    return MeshKit()
 
 
 def missing_requirement() -> str | None:

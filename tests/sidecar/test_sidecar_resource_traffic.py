@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from mesh_kit import MeshKit, ServiceDef, missing_requirement, start_pods
+from mesh_kit import MeshKit, ServiceDef, real_host_kit, start_pods
 from sidecar_kubelet import HTTP_PORT, NAMESPACE, TCP_PORT
 from sidecar_netns import can_connect, http_request, in_netns, unprivileged, wait_until
 from sidecar_pod import APP_GID, APP_UID, Pod
@@ -104,10 +104,7 @@ def explicit_get(pod: Pod, host: str) -> dict[str, Any] | None:
 
 @pytest.fixture(scope="module")
 def kit() -> Iterator[MeshKit]:
-    reason = missing_requirement()
-    if reason is not None:
-        pytest.skip(f"whole-sidecar test needs a real host: {reason}")
-    with MeshKit() as mesh:
+    with real_host_kit() as mesh:
         mesh.add_service(BACKEND)
         client = mesh.add_pod("client-0", app="client", service_account="client")
         backend = mesh.add_pod("backend-0", app="backend", service_account="backend")

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from mesh_kit import MeshKit, ServiceDef, client_and_backend, missing_requirement
+from mesh_kit import MeshKit, ServiceDef, client_and_backend, real_host_kit
 from sidecar_netns import in_netns, wait_until
 from test_sidecar_telemetry import WAIT, series, total
 
@@ -40,10 +40,7 @@ while True:
 
 @pytest.fixture(scope="module")
 def kit() -> Iterator[MeshKit]:
-    reason = missing_requirement()
-    if reason is not None:
-        pytest.skip(f"whole-sidecar test needs a real host: {reason}")
-    with MeshKit() as mesh:
+    with real_host_kit() as mesh:
         mesh.add_service(BANNER)
         _, backend = client_and_backend(mesh)
         mesh.spawn("banner", backend.netns, [sys.executable, "-c", SERVER])

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from mesh_kit import BACKEND, MeshKit, backend_url, missing_requirement, start_pods
+from mesh_kit import BACKEND, MeshKit, backend_url, real_host_kit, start_pods
 from sidecar_netns import http_request, in_netns, tcp_exchange, wait_until
 from sidecar_pod import Pod
 
@@ -29,10 +29,7 @@ BACKEND_PRINCIPAL = "spiffe://cluster.local/ns/demo/sa/backend"
 
 @pytest.fixture(scope="module")
 def kit() -> Iterator[MeshKit]:
-    reason = missing_requirement()
-    if reason is not None:
-        pytest.skip(f"whole-sidecar test needs a real host: {reason}")
-    with MeshKit() as mesh:
+    with real_host_kit() as mesh:
         mesh.add_service(BACKEND)
         # Bare pods: the pod name is the workload name Istio reports.
         mesh.add_pod("client", app="client", service_account="client")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from mesh_kit import BACKEND, MeshKit, missing_requirement
+from mesh_kit import BACKEND, MeshKit, real_host_kit
 from sidecar_kubelet import HTTP_PORT, TCP_PORT
 from sidecar_netns import can_connect, run, unprivileged, wait_until
 from sidecar_pod import APP_GID, APP_UID, Pod
@@ -35,10 +35,7 @@ SUBSETS = [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels":
 def kit() -> Iterator[MeshKit]:
     """One mesh for the module (three Envoys and the control plane take a while to start):
     client-0, backend-v1 and backend-v2 (service `backend`, labels version=v1/v2)."""
-    reason = missing_requirement()
-    if reason is not None:
-        pytest.skip(f"whole-sidecar test needs a real host: {reason}")
-    with MeshKit() as mesh:
+    with real_host_kit() as mesh:
         mesh.add_service(BACKEND)
         client = mesh.add_pod("client-0", app="client", service_account="client")
         backends = [mesh.add_pod(f"backend-{v}", app="backend", service_account="backend")
