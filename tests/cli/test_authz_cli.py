@@ -115,3 +115,53 @@ def test_validate_names_the_field_of_a_malformed_policy(tmp_path: Path) -> None:
     assert "RequestAuthentication istio-system/jwt: validation succeed" in result.output
     assert "AuthorizationPolicy shop/broken: spec.rules[0].from: must not be empty" in (
         result.output)  # fmt: skip
+
+
+GRPC_SERVER = """\
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: greeter-0
+  namespace: shop
+  labels: {app: web}
+  annotations: {inject.istio.io/templates: grpc-agent}
+spec: {serviceAccountName: web, containers: [{name: app, image: app}]}
+"""
+
+
+def test_a_proxyless_grpc_server_shows_the_filters_the_server_applies(tmp_path: Path) -> None:
+    """No Envoy: the gRPC server's own RBAC filters (DENY then ALLOW, one name each), and the
+    RequestAuthentication that selects it refuses every call (gRPC cannot verify JWTs)."""
+    (tmp_path / "objects.yaml").write_text(OBJECTS + GRPC_SERVER)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["authz", "check", "greeter-0.shop", "-o", "json",
+                                 "-f", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["proxy"] == "proxyless gRPC"
+    # the mesh-wide RequestAuthentication selects it: one filter that allows nothing
+    assert [r["name"] for r in report["rules"]] == ["envoy.filters.http.rbac.DENY_ALL"]
+    assert report["rules"][0]["rbac"] == {"action": "ALLOW", "policies": {}}
+    assert any("cannot verify JWTs" in note for note in report["notes"])
+    text = runner.invoke(cli, ["authz", "check", "greeter-0.shop", "-f", str(tmp_path)]).output
+    assert "Pod shop/greeter-0 (proxyless gRPC)" in text
+    assert "Proxyless gRPC server: no Envoy" in text
+
+
+def test_without_a_request_authentication_the_grpc_server_gets_deny_then_allow(
+    tmp_path: Path,
+) -> None:
+    documents = OBJECTS.split("\n---\n")
+    objects = "\n---\n".join(d for d in documents if "RequestAuthentication" not in d)
+    (tmp_path / "objects.yaml").write_text(objects + GRPC_SERVER)
+    result = CliRunner().invoke(cli, ["authz", "check", "greeter-0.shop", "-o", "json",
+                                      "-f", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [r["name"] for r in report["rules"]] == [
+        "envoy.filters.http.rbac.DENY", "envoy.filters.http.rbac.ALLOW"]  # fmt: skip
+    assert [r["rbac"]["action"] for r in report["rules"]] == ["DENY", "ALLOW"]
+    sidecar = CliRunner().invoke(cli, ["authz", "check", "web-0.shop", "-o", "json",
+                                       "-f", str(tmp_path)])  # fmt: skip
+    assert json.loads(sidecar.output)["proxy"] == "sidecar"

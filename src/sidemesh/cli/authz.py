@@ -7,6 +7,10 @@ With -f, the pod and the policies come from manifest files (a directory of them 
 the local runtime's registry); otherwise from the cluster. Either way the objects go through
 the registries' own path (`xds.builder.build_snapshot`): a policy the control plane would skip
 is listed as skipped, with the reason.
+
+A proxyless gRPC server (a pod whose `inject.istio.io/templates` names a `grpc-*` template) has
+no Envoy: the report shows the RBAC filters the server gets instead (`xds/grpc_gen_authz.py`),
+with gRPC's own notes (no AUDIT, no JWT: a RequestAuthentication refuses every call).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from typing import Any
 
 import click
 
-from sidemesh.api import manifests
+from sidemesh.api import manifests, names
 from sidemesh.api.config import MeshConfig
 from sidemesh.cli.install import cluster_options, run_against_cluster
 from sidemesh.cli.manifests import read_documents
 from sidemesh.xds.builder import SECURITY_KINDS, build_snapshot
 from sidemesh.xds.convert import ObjectError, object_key
+from sidemesh.xds.grpc_gen_authz import grpc_authz
 from sidemesh.xds.inbound_policy import InboundPolicy, inbound_policy
 
 
@@ -108,14 +113,38 @@ def explain(
     snapshot = build_snapshot(
         {k: o for k, o in keyed.items() if k[0] != "Pod"}, mesh=mesh, version=1, errors=skipped
     )
+    if is_proxyless_grpc(pod):
+        server = grpc_authz(snapshot, namespace, labels)
+        return {
+            "pod": f"{namespace}/{name}",
+            "proxy": PROXYLESS_GRPC,
+            "policies": list(server.policies),
+            "rules": [
+                {"name": f["name"], "rbac": f["typed_config"]["rules"]} for f in server.http_filters
+            ],
+            "notes": list(server.notes),
+            "skipped": skipped,
+        }
     policy = inbound_policy(snapshot, namespace, labels)
     return {
         "pod": f"{namespace}/{name}",
+        "proxy": SIDECAR,
         "policies": list(policy.policies),
         "rules": _rules(policy),
         "notes": list(policy.notes),
         "skipped": skipped,
     }
+
+
+SIDECAR = "sidecar"
+PROXYLESS_GRPC = "proxyless gRPC"
+
+
+def is_proxyless_grpc(pod: Mapping[str, Any]) -> bool:
+    """A pod injected (or to be injected) with a proxyless gRPC template: no Envoy serves it."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    templates = str(annotations.get(names.ANNOTATION_TEMPLATES) or "")
+    return any(t.strip().startswith("grpc-") for t in templates.split(","))
 
 
 def _rules(policy: InboundPolicy) -> list[dict[str, Any]]:
@@ -127,14 +156,23 @@ def _rules(policy: InboundPolicy) -> list[dict[str, Any]]:
 
 
 def render(report: Mapping[str, Any]) -> str:
-    lines = [f"Pod {report['pod']}"]
+    lines = [
+        f"Pod {report['pod']}"
+        + (" (proxyless gRPC)" if report.get("proxy") == PROXYLESS_GRPC else "")
+    ]
     if not report["policies"]:
         lines.append("No AuthorizationPolicy or RequestAuthentication applies: every request "
                      "is allowed.")  # fmt: skip
     else:
         lines.append("Applied policies:")
         lines += [f"  {p}" for p in report["policies"]]
-    if report["rules"]:
+    proxyless = report.get("proxy") == PROXYLESS_GRPC
+    if proxyless and report["rules"]:
+        lines.append("Proxyless gRPC server: no Envoy; the server applies these RBAC filters "
+                     "(gRFC A41), in order:")  # fmt: skip
+        for found in report["rules"]:
+            lines.append(f"  {found['name']}: {json.dumps(found['rbac'], sort_keys=True)}")
+    elif not proxyless and report["rules"]:
         lines.append("Rules (HTTP ports; Envoy RBAC policy names):")
         for rule in report["rules"]:
             effect = "dropped" if rule["envoy"] is None else json.dumps(rule["envoy"],
