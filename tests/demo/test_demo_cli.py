@@ -66,10 +66,3 @@ def test_json_is_one_object_on_stdout_and_the_narration_goes_to_stderr(
                  "requests_total_destination"):  # fmt: skip
         assert name in report and report[name] is None  # never got there
     assert [s["step"] for s in report["steps"]] == [1, 2]
-
-
-def test_json_does_not_take_kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "environment_problems", list)
-    result = CliRunner().invoke(demo, ["--json", "--kube", "--state-dir", str(tmp_path)])
-    assert result.exit_code == 2
-    assert "--json" in result.stderr and "--kube" in result.stderr

@@ -6,6 +6,7 @@ pending pod, and would otherwise run the other tests' pods (which expect none to
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -187,32 +188,65 @@ def test_sidecars_reach_a_control_plane_run_on_the_host(
 
 
 def test_demo_kube_walks_the_guide(tmp_path: Path) -> None:
+    """The whole guide on the real server, `--json` too (one run: the narration goes to
+    stderr, the object of checks to stdout)."""
     assets = _assets()
     state = _state_dir()
     result = subprocess.run(
-        [*SIDEMESH, "demo", "--kube", "--state-dir", str(state)],
+        [*SIDEMESH, "demo", "--kube", "--json", "--state-dir", str(state)],
         capture_output=True,
         text=True,
         env={**os.environ, "KUBEBUILDER_ASSETS": str(assets), "COLUMNS": "200"},
         timeout=900,
         check=False,
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    output = result.stderr
+    assert result.returncode == 0, output + result.stdout
     for command in (
         "kubectl -n istio-system get pods -l app=istiod --show-labels",
         "kubectl label namespace demo istio-injection- istio.io/rev=asm-173-3 --overwrite",
         "kubectl rollout restart deployment -n demo",
         "kubectl get pod -n demo",
+        "kubectl apply -f - <<EOF",
     ):
         assert f"$ {command}" in output
-    last_listing = output.rsplit("$ kubectl get pod -n demo", 1)[1].splitlines()
-    rows = [line.split() for line in last_listing[2:] if line.split()[:1] and "-" in line]
+    last_listing = output.rsplit("$ kubectl get pod -n demo", 1)[1].splitlines()[1:]
+    listing = last_listing[: next(i for i, line in enumerate(last_listing) if "✔" in line)]
+    rows = [line.split() for line in listing[1:] if line.split()]
     app_rows = [r for r in rows if r[0].startswith(("backend-", "frontend-", "client-"))]
     assert len(app_rows) == 4 and all(r[1:3] == ["2/2", "Running"] for r in app_rows), output
     # The app's traffic crossed both sidecars with mutual TLS: the backend saw its caller.
     assert '"caller": "spiffe://cluster.local/ns/demo/sa/frontend"' in output
-    assert "5 of 5 steps as the guide says." in output
+    # The AuthorizationPolicy, applied with kubectl, reached the backends' sidecars: the guest
+    # (its own service account) is refused by them, the client let through.
+    assert "kind: AuthorizationPolicy" in output
+    assert "$ kubectl exec -n demo guest -c guest -- curl -s -w" in output
+    assert "RBAC: access denied\nHTTP 403" in output
+    assert '"caller": "spiffe://cluster.local/ns/demo/sa/client"' in output
+    assert "\nHTTP 200" in output
+    assert "Golden signals" in output
+    assert "7 of 7 steps as the guide says." in output
+
+    report = json.loads(result.stdout)  # the whole of stdout: one object
+    assert report["ok"] is True and report["failed_step"] is None, report
+    assert report["kube"] is True and report["node_ready"] is True
+    assert report["control_plane_ready"] is True and report["ready_2_of_2"] is True
+    assert report["mtls"] is True
+    assert report["mtls_caller"] == "spiffe://cluster.local/ns/demo/sa/frontend"
+    assert report["authz_denied_status"] == 403
+    assert report["authz_denied_body"] == "RBAC: access denied"
+    assert report["authz_allowed_status"] == 200
+    assert report["authz_allowed_caller"] == "spiffe://cluster.local/ns/demo/sa/client"
+    assert report["requests_edge"] == "demo/client -> demo/backend"
+    sent = report["requests_sent"]
+    assert sent >= 1
+    assert report["requests_total_source"] == report["requests_total_destination"] == sent
+    edge = next(e for e in report["golden_signals"] if e["source"] == "demo/client"
+                and e["destination"] == "demo/backend")  # fmt: skip
+    assert edge["mutual_tls"] is True and edge["success_rate"] == 1.0
+    assert "upgrade_ready_2_of_2" not in report  # the kube walk does no upgrade
+    assert [(s["step"], s["ok"]) for s in report["steps"]] == [(n, True) for n in range(1, 8)]
+    assert report["cleaned_up"] is True
     # Everything the node made is gone: its network namespace and its state.
     assert node_netns(runtime_prefix(state / "node")) not in network.list_netns()
     assert not state.exists()

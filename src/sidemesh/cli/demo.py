@@ -74,8 +74,6 @@ def demo(
         return
     from sidemesh.demo.runner import DemoSettings, environment_problems, report, run_demo
 
-    if as_json and kube:
-        raise click.UsageError("--json reports the local demo's checks; it does not take --kube")
     console = make_console(stderr=as_json)
     problems = environment_problems()
     if problems:
@@ -88,7 +86,7 @@ def demo(
         click.echo(f"sidemesh demo: the demo app {app} is missing; pass --manifest", err=True)
         raise SystemExit(EXIT_UNAVAILABLE)
     if kube:
-        _demo_kube(keep, state_dir, app, console)
+        _demo_kube(keep, state_dir, app, console, as_json=as_json)
         return
     directory = state_dir_from(state_dir)
     if (directory / "state.json").exists():
@@ -118,9 +116,12 @@ def demo(
     sys.stdout.flush()
 
 
-def _demo_kube(keep: bool, state_dir: Path | None, app: Path, console: Console) -> None:
-    """`demo --kube`: the guide against a real API server, this host its node."""
-    from sidemesh.demo.kube_runner import KubeDemoSettings, run_kube_demo
+def _demo_kube(
+    keep: bool, state_dir: Path | None, app: Path, console: Console, *, as_json: bool
+) -> None:
+    """`demo --kube`: the guide against a real API server, this host its node; `--json`: the
+    local demo's object of checks (`kube_report` says which keys it leaves out)."""
+    from sidemesh.demo.kube_runner import KubeDemoSettings, leftovers, run_kube_demo
     from sidemesh.kube.testbed import TestbedError, find_assets
 
     try:
@@ -135,6 +136,13 @@ def _demo_kube(keep: bool, state_dir: Path | None, app: Path, console: Console) 
     except KeyboardInterrupt:
         click.echo("interrupted: cleaned up", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
+    if as_json:
+        import orjson
+
+        from sidemesh.demo.kube_report import checks
+
+        cleaned_up = None if keep and all(o.ok for o in outcomes) else not leftovers(settings)
+        click.echo(orjson.dumps(checks(outcomes, cleaned_up=cleaned_up)).decode())
     if not outcomes or not all(o.ok for o in outcomes):
         raise SystemExit(EXIT_FAILED)
     sys.stdout.flush()

@@ -41,6 +41,12 @@ def principal(account: str, namespace: str = NAMESPACE) -> str:
     return f"cluster.local/ns/{namespace}/sa/{account}"
 
 
+def rule_name(namespace: str = NAMESPACE) -> str:
+    """The name Istio gives `backend_policy`'s one rule in the sidecar's RBAC filter: its
+    presence in the backend's Envoy configuration is the policy having arrived there."""
+    return f"ns[{namespace}]-policy[{POLICY_NAME}]-rule[0]"
+
+
 def backend_policy(namespace: str = NAMESPACE) -> dict[str, Any]:
     """ALLOW on the backend's pods, from the client's and the frontend's identities only."""
     return {

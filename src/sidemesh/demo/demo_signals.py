@@ -79,6 +79,16 @@ def edges(scrapes: Iterable[str]) -> list[EdgeSignals]:
     return found
 
 
+TABLE_HEADERS: Final = (
+    "source",
+    "destination",
+    "reporter=source",
+    "reporter=destination",
+    "success (non-5xx)",
+    "mTLS",
+)  # the columns of `table_row`
+
+
 def table_row(edge: Mapping[str, Any]) -> tuple[str, ...]:
     """An edge (as `EdgeSignals.as_dict` gives it) as the demo's table shows it."""
     return (

@@ -5,8 +5,10 @@ $KUBEBUILDER_ASSETS) and this host as its only Node (`sidemesh local node`). The
 is installed as in a cluster (`sidemesh install`) and runs as the install's istiod pods on the
 node; the API server reaches their webhook through a host port the node relays to the istiod
 Service (`istiodRemote.injectionURL=https://127.0.0.1:PORT/inject`, with 127.0.0.1 in the
-webhook certificate through `pilot.env.ISTIOD_CUSTOM_HOST`). Then the demo app, and the
-guide's four commands, each outcome checked from the API server's own answers.
+webhook certificate through `pilot.env.ISTIOD_CUSTOM_HOST`). Then the demo app, the
+guide's four commands, an AuthorizationPolicy applied with kubectl (a guest refused, the
+client let through: `kube_policy_steps`) and the golden signals of the demo's traffic, each
+outcome checked from the API server's own answers or the sidecars' own.
 """
 
 from __future__ import annotations
@@ -27,22 +29,29 @@ from typing import Any, TypeVar
 
 import orjson
 from rich.console import Console
+from rich.constrain import Constrain
+from rich.rule import Rule
 from rich.text import Text
 
 from sidemesh.api import names
-from sidemesh.demo import script
+from sidemesh.demo import kube_policy_steps, script
+from sidemesh.demo.kube_step import (
+    KubeOutcome,
+    KubeStepFailed,
+    fully_ready,
+    node_namespace,
+    node_runtime,
+    sidecar_revision,
+)
 from sidemesh.kube.testbed import Testbed, TestbedError, find_assets, start_testbed
 from sidemesh.local.daemon import sidemesh_command
-from sidemesh.local.naming import node_netns, runtime_prefix
 from sidemesh.local.netns import connect_in_netns
+from sidemesh.local.network import list_netns
 
 T = TypeVar("T")
 NODE_NAME = "sidemesh-node"
 COMMAND_TIMEOUT_SECONDS = 120.0
-
-
-class KubeStepFailed(Exception):
-    """A step's outcome is not what the guide promises; the message says what was seen."""
+DECORATION_WIDTH = 80  # rules; the text itself is never wrapped
 
 
 @dataclass(frozen=True)
@@ -55,14 +64,6 @@ class KubeDemoSettings:
 
 
 @dataclass
-class KubeOutcome:
-    number: int
-    title: str
-    ok: bool = False
-    detail: str = ""
-
-
-@dataclass
 class KubeDemo:
     settings: KubeDemoSettings
     console: Console
@@ -70,6 +71,7 @@ class KubeDemo:
     testbed: Testbed | None = None
     node: subprocess.Popen[bytes] | None = None
     webhook_port: int = 0
+    client_backend_requests: int = 0  # answered requests the demo sent client -> backend
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -77,15 +79,27 @@ class KubeDemo:
         assert self.testbed is not None
         return self.testbed.environ()
 
-    def run(self, argv: Sequence[str], *, show: bool = True, check: bool = True) -> str:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        show: bool = True,
+        check: bool = True,
+        input: str | None = None,
+        shown_input: str | None = None,
+    ) -> str:
         if show:
             shown = " ".join(_quote(a) for a in argv)
-            self.console.print(Text(f"$ {shown}", style="bold cyan"), soft_wrap=True)
+            heredoc = " <<EOF" if shown_input is not None else ""
+            self.console.print(Text(f"$ {shown}{heredoc}", style="bold cyan"), soft_wrap=True)
+            if shown_input is not None:
+                self.console.print(Text(f"{shown_input.rstrip()}\nEOF", style="cyan"))
         tool = _tool(argv[0])
         completed = subprocess.run(
             [*tool, *argv[1:]],
             capture_output=True,
             text=True,
+            input=input,
             env=self._environ(),
             timeout=COMMAND_TIMEOUT_SECONDS,
             check=False,
@@ -182,7 +196,7 @@ class KubeDemo:
 
         def ready() -> list[dict[str, Any]] | None:
             pods = self.pods(names.CONTROL_PLANE_NAMESPACE, selector)
-            return pods if pods and all(_fully_ready(p) for p in pods) else None
+            return pods if pods and all(fully_ready(p) for p in pods) else None
 
         self.wait(
             "istiod pods to be ready",
@@ -235,13 +249,13 @@ class KubeDemo:
             raise KubeStepFailed(f"kubectl get pod does not show 2/2 Running:\n{listed}")
         return f"{len(rows)} pods 2/2 Running with the {revision} sidecar"
 
-    def step_traffic(self) -> str:
+    def step_traffic(self, facts: dict[str, Any]) -> str:
         """A plaintext request from the node (outside the mesh) to the frontend, which calls
         the backend through both sidecars: the backend sees the frontend's SPIFFE identity."""
         namespace = script.NAMESPACE
         service = self.get_json("service", "frontend", "-n", namespace)
         address = str(service["spec"]["clusterIP"])
-        node_namespace = node_netns(runtime_prefix(self.settings.state_dir / "node"))
+        node_netns = node_namespace(self.settings.state_dir)
         self.console.print(
             Text(
                 f"$ curl -s http://frontend.{namespace}/backend   (from the node)",
@@ -252,13 +266,14 @@ class KubeDemo:
         replies: list[str] = []
 
         def answered() -> str | None:
-            reply = _http_get(node_namespace, address, 80, f"frontend.{namespace}", "/backend")
+            reply = _http_get(node_netns, address, 80, f"frontend.{namespace}", "/backend")
             replies.append(reply)
             return reply if script.caller_in(reply) == wanted else None
 
         reply = self.wait("the backend to see the frontend's identity", answered,
                           lambda: replies[-1] if replies else "nothing")  # fmt: skip
         self.console.print(Text(reply.strip().splitlines()[-1]))
+        facts["caller"] = wanted
         return f"mutual TLS between the sidecars: the backend saw caller {wanted}"
 
     def _rolled_out(self, namespace: str, *, revision: str | None, old: set[str]) -> bool:
@@ -272,34 +287,45 @@ class KubeDemo:
         for pod in pods:
             if pod["metadata"]["name"] in old or pod["metadata"].get("deletionTimestamp"):
                 return False
-            if not _fully_ready(pod) or _sidecar_revision(pod) != revision:
+            if not fully_ready(pod) or sidecar_revision(pod) != revision:
                 return False
         return True
 
     # --- the walk ---------------------------------------------------------------------------
 
     def walk(self) -> list[KubeOutcome]:
-        steps = [
-            ("A real API server, and this host as its node", self.step_cluster),
-            ("Find the control plane's revision", self.step_control_plane),
-            ("Deploy the app (no injection yet)", self.step_app),
-            ("Label the namespace, restart: every pod gets the sidecar", self.step_inject),
+        steps: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+            ("A real API server, and this host as its node", lambda _f: self.step_cluster()),
+            ("Find the control plane's revision", lambda _f: self.step_control_plane()),
+            ("Deploy the app (no injection yet)", lambda _f: self.step_app()),
+            (
+                "Label the namespace, restart: every pod gets the sidecar",
+                lambda _f: self.step_inject(),
+            ),
             ("Traffic through the sidecars, with mutual TLS", self.step_traffic),
+            (
+                "Authorization by identity: a guest gets 403, the client 200",
+                lambda facts: kube_policy_steps.step_authz(self, facts),
+            ),
+            (
+                "Golden signals of the demo's traffic",
+                lambda facts: kube_policy_steps.step_signals(self, facts),
+            ),
         ]
         outcomes: list[KubeOutcome] = []
         for number, (title, step) in enumerate(steps, 1):
-            self.console.rule(f"Step {number}: {title}")
+            self.console.print(Constrain(Rule(f"Step {number}: {title}"), DECORATION_WIDTH))
             outcome = KubeOutcome(number, title)
             outcomes.append(outcome)
             try:
-                outcome.detail = step()
+                outcome.detail = step(outcome.facts)
                 outcome.ok = True
                 self.console.print(Text(f"✔ {outcome.detail}", style="green"))
             except (KubeStepFailed, TestbedError, subprocess.TimeoutExpired, OSError) as exc:
                 outcome.detail = str(exc)
                 self.console.print(Text(f"✘ {outcome.detail}", style="red"))
                 break
-        self.console.rule("Summary")
+        self.console.print(Constrain(Rule("Summary"), DECORATION_WIDTH))
         for number, (title, _) in enumerate(steps, 1):
             done = outcomes[number - 1] if number <= len(outcomes) else None
             mark, style = ("✔", "green") if done and done.ok else ("✘", "red")
@@ -322,6 +348,15 @@ class KubeDemo:
             self.testbed.stop()
         shutil.rmtree(self.work_dir, ignore_errors=True)
         shutil.rmtree(self.settings.state_dir, ignore_errors=True)
+
+
+def leftovers(settings: KubeDemoSettings) -> list[str]:
+    """What of the node is still here after the demo: its network namespaces, its state."""
+    prefix = node_runtime(settings.state_dir)
+    found = [f"netns {n}" for n in list_netns() if n.startswith(prefix)]
+    if settings.state_dir.exists():
+        found.append(f"directory {settings.state_dir}")
+    return found
 
 
 def run_kube_demo(settings: KubeDemoSettings, console: Console) -> list[KubeOutcome]:
@@ -389,28 +424,6 @@ def _http_get(netns: str, address: str, port: int, host: str, path: str) -> str:
     return b"".join(chunks).decode(errors="replace").partition("\r\n\r\n")[2]
 
 
-def _fully_ready(pod: dict[str, Any]) -> bool:
-    status = pod.get("status") or {}
-    containers = (pod.get("spec") or {}).get("containers") or []
-    statuses = status.get("containerStatuses") or []
-    return (
-        status.get("phase") == "Running"
-        and len(statuses) == len(containers)
-        and all(s.get("ready") for s in statuses)
-    )
-
-
-def _sidecar_revision(pod: dict[str, Any]) -> str | None:
-    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(names.ANNOTATION_STATUS)
-    if not raw:
-        return None
-    try:
-        revision = orjson.loads(raw).get("revision")
-    except (ValueError, AttributeError):
-        return None
-    return str(revision) if revision else None
-
-
 def _describe(pod: dict[str, Any]) -> str:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     ready = sum(1 for s in statuses if s.get("ready"))
@@ -418,5 +431,5 @@ def _describe(pod: dict[str, Any]) -> str:
     phase = (pod.get("status") or {}).get("phase")
     gone = " terminating" if pod["metadata"].get("deletionTimestamp") else ""
     return (
-        f"{pod['metadata']['name']} {ready}/{total} {phase}{gone} sidecar={_sidecar_revision(pod)}"
+        f"{pod['metadata']['name']} {ready}/{total} {phase}{gone} sidecar={sidecar_revision(pod)}"
     )
