@@ -10,6 +10,13 @@ A control-plane restart is `delete pod` of the istiod pod (its Deployment makes 
 a new pod address; the sidecars keep dialling the Service name). It is timed from the new pod
 being Ready in the runtime's state to every sidecar being SYNCED in its `/debug/syncz` (what
 `sidemesh proxy-status` shows).
+
+The app counts as started once every sidecar knows every ready endpoint of the app's Services
+(`all_routed`), not merely once every pod is 2/2 and every sidecar SYNCED: the control plane
+reads the runtime's registry on its own schedule (a file polled each second), so for up to a
+second after the last pod turns Ready the sidecars are SYNCED to a snapshot without it and a
+client's sidecar answers 503 "no healthy upstream" (what Kubernetes' endpoint propagation does
+too). Traffic begun then would count those 503s against the control-plane restart.
 """
 
 from __future__ import annotations
@@ -18,25 +25,36 @@ import io
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 from rich.console import Console
 
+from sidemesh.agent.readiness import parse_stats
 from sidemesh.api import names
 from sidemesh.demo import script
 from sidemesh.demo.script import Command, same_command
-from sidemesh.demo.session import DemoSettings, Session
+from sidemesh.demo.session import DemoSettings, Session, http_get
+from sidemesh.local import services
+from sidemesh.local.model import PodRecord, State
+from sidemesh.local.netns import connect_in_netns
+from sidemesh.xds.resource_names import outbound_cluster_name
 
 MANIFEST = Path(__file__).resolve().parents[2] / "examples" / "demo" / "demo.yaml"
 REVISION = "recovery-1"
 NAMESPACE = script.NAMESPACE
 MESHED_PODS = 4
 POLL_SECONDS = 0.1
-FRONTEND_URL = f"http://frontend.{NAMESPACE}.svc.cluster.local/"
+CONNECT_SECONDS = 5.0
+FRONTEND_HOST = f"frontend.{NAMESPACE}.svc.{services.CLUSTER_DOMAIN}"
+FRONTEND_URL = f"http://{FRONTEND_HOST}/"
+ADMIN_HOST = "127.0.0.1"  # Envoy's admin, inside each pod (the runtime's pods are IPv4)
+HEALTHY_MEMBERS = ".membership_healthy"
+MEMBERS_PATH = "/stats?filter=" + quote(r"^cluster\.outbound\|.*\.membership_healthy$", safe="")
 
 # One request every 50 ms until stdin closes; a line per request ("ok" or "fail <error>").
 TRAFFIC = """\
@@ -65,6 +83,36 @@ def all_synced(rows: Sequence[Mapping[str, Any]], expected: int) -> bool:
         if any(state.get("status") != "SYNCED" for state in types.values()):
             return False
     return True
+
+
+def ready_endpoints(state: State) -> dict[str, int]:
+    """Every outbound cluster of the app's Services → how many ready pods back it."""
+    pods = list(state.pods.values())
+    wanted: dict[str, int] = {}
+    for service in state.services.values():
+        if service.namespace != NAMESPACE:
+            continue
+        ready = sum(1 for endpoint in services.endpoints(service, pods) if endpoint.ready)
+        host = f"{service.name}.{service.namespace}.svc.{services.CLUSTER_DOMAIN}"
+        for port in services.service_ports(service):
+            wanted[outbound_cluster_name(port.port, host)] = ready
+    return wanted
+
+
+def healthy_members(stats_text: str) -> dict[str, int]:
+    """Envoy's `/stats` lines `cluster.<name>.membership_healthy: N` → {name: N}."""
+    return {
+        name.removeprefix("cluster.").removesuffix(HEALTHY_MEMBERS): value
+        for name, value in parse_stats(stats_text).items()
+        if name.startswith("cluster.") and name.endswith(HEALTHY_MEMBERS)
+    }
+
+
+def all_routed(members: Iterable[Mapping[str, int]], wanted: Mapping[str, int]) -> bool:
+    """Every sidecar (its healthy members per cluster) has each cluster's ready endpoints."""
+    return all(
+        sidecar.get(cluster, 0) == count for sidecar in members for cluster, count in wanted.items()
+    )
 
 
 @dataclass
@@ -137,6 +185,51 @@ class RecoveryMesh:
             lambda s: script.rollout_status(s, NAMESPACE, time.time()),
         )
         self.wait_synced(self.session.settings.wait_seconds)
+        self.wait_routed(self.session.settings.wait_seconds)
+
+    def meshed_pods(self) -> list[PodRecord]:
+        return script.live_pods(self.session.state(), NAMESPACE)
+
+    def sidecar_get(self, pod: PodRecord, path: str) -> tuple[int, bytes]:
+        """GET from the pod's Envoy admin (loopback inside the pod). OSError when it fails."""
+        sock = connect_in_netns(
+            pod.netns or "", ADMIN_HOST, names.PORT_ENVOY_ADMIN, CONNECT_SECONDS
+        )
+        return http_get(sock, ADMIN_HOST, path)
+
+    def sidecar_members(self) -> list[dict[str, int]]:
+        """Each meshed sidecar's healthy members per outbound cluster ({} if it cannot say)."""
+        found = []
+        for pod in self.meshed_pods():
+            try:
+                status, body = self.sidecar_get(pod, MEMBERS_PATH)
+            except OSError:
+                status, body = 0, b""
+            found.append(healthy_members(body.decode()) if status == 200 else {})
+        return found
+
+    def wait_routed(self, timeout: float) -> None:
+        """Until every sidecar has every ready endpoint of the app's Services."""
+        deadline = time.monotonic() + timeout
+        while not all_routed(self.sidecar_members(), ready_endpoints(self.session.state())):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"sidecars lack ready endpoints after {timeout:.0f} s: want "
+                    f"{ready_endpoints(self.session.state())}, have {self.sidecar_members()}"
+                )
+            time.sleep(POLL_SECONDS)
+
+    def request_from_client(self) -> tuple[int, bytes]:
+        """One GET of the frontend from the client pod's network namespace (not as the proxy's
+        uid, so through the client's sidecar, as the app's requests go): status and body."""
+        state = self.session.state()
+        client = self.session.pod_named(NAMESPACE, "client")
+        (frontend,) = [s for s in state.services.values()
+                       if s.namespace == NAMESPACE and s.name == "frontend"]  # fmt: skip
+        assert frontend.cluster_ip is not None
+        port = services.service_ports(frontend)[0].port
+        sock = connect_in_netns(client.netns or "", frontend.cluster_ip, port, CONNECT_SECONDS)
+        return http_get(sock, FRONTEND_HOST, "/")
 
     def control_plane_pod(self) -> str | None:
         """The name of the ready control-plane pod, if there is one."""
